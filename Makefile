@@ -1,0 +1,35 @@
+# moge: `make demo` runs the main job on the shipped default model; `make test` builds and passes
+# the tests (release build, then the unit tests again under ASan+UBSan). Both install missing
+# Debian packages first through scripts/install-deps.
+JOBS ?= $(shell nproc)
+MOGE := build/release/tools/moge/moge
+
+.PHONY: deps build build-asan test test-release test-asan demo bench clean
+
+deps:
+	@scripts/install-deps
+
+build: deps
+	@cmake --preset release > /dev/null
+	@cmake --build --preset release -j $(JOBS)
+
+build-asan: deps
+	@cmake --preset asan > /dev/null
+	@cmake --build --preset asan -j $(JOBS)
+
+test-release: build
+	cd build/release && ctest --output-on-failure -j $(JOBS)
+
+test-asan: build-asan
+	cd build/asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j $(JOBS)
+
+test: test-release test-asan
+
+demo: build
+	@scripts/demo $(MOGE)
+
+bench: build
+	build/release/bench/moe_layer_bench
+
+clean:
+	rm -rf build

@@ -1,0 +1,100 @@
+#include "moge/core/npy.h"
+
+#include <cstring>
+#include <fstream>
+#include <regex>
+
+#include "moge/core/error.h"
+
+namespace moge {
+namespace {
+
+std::string header_field(const std::string& header, const std::string& key, const std::string& path) {
+  std::regex re("'" + key + "'\\s*:\\s*('[^']*'|True|False|\\([^)]*\\))");
+  std::smatch m;
+  check(std::regex_search(header, m, re), path + ": npy header has no '" + key + "'");
+  return m[1];
+}
+
+Shape parse_shape(const std::string& tuple, const std::string& path) {
+  Shape shape;
+  std::regex num("\\d+");
+  for (auto it = std::sregex_iterator(tuple.begin(), tuple.end(), num); it != std::sregex_iterator(); ++it)
+    shape.push_back(std::stoll(it->str()));
+  return shape;
+}
+
+}  // namespace
+
+NpyArray read_npy(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  check(bool(in), path + ": cannot open");
+  char magic[8];
+  in.read(magic, 8);
+  check(in && std::memcmp(magic, "\x93NUMPY", 6) == 0, path + ": not a .npy file");
+  uint32_t header_len = 0;
+  if (magic[6] == 1) {
+    uint16_t len16;
+    in.read(reinterpret_cast<char*>(&len16), 2);
+    header_len = len16;
+  } else {
+    in.read(reinterpret_cast<char*>(&header_len), 4);
+  }
+  check(in && header_len < (1u << 20), path + ": bad npy header length");
+  std::string header(header_len, '\0');
+  in.read(header.data(), header_len);
+  check(bool(in), path + ": truncated npy header");
+
+  NpyArray a;
+  std::string descr = header_field(header, "descr", path);
+  a.descr = descr.substr(1, descr.size() - 2);
+  check(header_field(header, "fortran_order", path) == "False", path + ": Fortran order not supported");
+  a.shape = parse_shape(header_field(header, "shape", path), path);
+  int64_t n = shape_numel(a.shape);
+
+  auto read_as = [&](auto tag, auto& out) {
+    using T = decltype(tag);
+    std::vector<T> raw(n);
+    in.read(reinterpret_cast<char*>(raw.data()), n * sizeof(T));
+    check(bool(in), path + ": truncated npy data (" + std::to_string(n) + " elements expected)");
+    out.assign(raw.begin(), raw.end());
+  };
+  if (a.descr == "<f4") read_as(float{}, a.f32);
+  else if (a.descr == "<f8") read_as(double{}, a.f32);
+  else if (a.descr == "<i4") read_as(int32_t{}, a.i32);
+  else if (a.descr == "<i8") read_as(int64_t{}, a.i32);
+  else throw Error(path + ": unsupported npy dtype '" + a.descr + "'");
+  return a;
+}
+
+Tensor read_npy_f32(const std::string& path) {
+  NpyArray a = read_npy(path);
+  check(a.descr == "<f4" || a.descr == "<f8", path + ": expected a float array, got " + a.descr);
+  Tensor t(a.shape);
+  std::memcpy(t.f32(), a.f32.data(), a.f32.size() * sizeof(float));
+  return t;
+}
+
+void write_npy(const std::string& path, const float* data, const Shape& shape) {
+  std::string dims;
+  for (int64_t d : shape) dims += std::to_string(d) + ", ";
+  if (shape.size() > 1) dims.resize(dims.size() - 1);  // "(3,)" vs "(3, 4)"
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
+  size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    check(bool(out), path + ": cannot write");
+    uint16_t len = uint16_t(header.size());
+    out.write("\x93NUMPY\x01\x00", 8);
+    out.write(reinterpret_cast<const char*>(&len), 2);
+    out.write(header.data(), header.size());
+    out.write(reinterpret_cast<const char*>(data), shape_numel(shape) * sizeof(float));
+    check(bool(out), path + ": write failed");
+  }
+  check(std::rename(tmp.c_str(), path.c_str()) == 0, path + ": cannot rename temp file");
+}
+
+}  // namespace moge

@@ -1,0 +1,119 @@
+#include "moge/kernels/matmul.h"
+
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
+#include <dnnl.hpp>
+
+namespace moge::kernels {
+namespace {
+
+using dnnl::memory;
+constexpr auto kRuntime = DNNL_RUNTIME_DIM_VAL;
+
+dnnl::engine& engine() {
+  static dnnl::engine e(dnnl::engine::kind::cpu, 0);
+  return e;
+}
+
+memory::data_type to_dnnl(DType t) { return t == DType::f32 ? memory::data_type::f32 : memory::data_type::bf16; }
+
+// Strides of a logical [rows, cols] view of a row-major matrix with leading dimension ld.
+memory::dims strides_of(const MatRef& r) { return r.trans ? memory::dims{1, r.ld} : memory::dims{r.ld, 1}; }
+
+// Everything but m is fixed per primitive: oneDNN only keeps its fast kernels when the run-time
+// dimension is m alone (all run-time sizes and strides fall back to a slow reference kernel).
+// m is the dimension that varies from call to call (tokens per expert).
+struct Key {
+  DType dtype;
+  bool trans_a, trans_b, accumulate;
+  int64_t n, k, lda, ldb, ldc;
+  auto operator<=>(const Key&) const = default;
+};
+
+struct Cache {
+  std::mutex mutex;
+  std::map<Key, dnnl::matmul> primitives;
+  int created = 0;
+};
+Cache& cache() {
+  static Cache c;
+  return c;
+}
+
+dnnl::matmul primitive_for(const Key& key) {
+  Cache& c = cache();
+  std::lock_guard lock(c.mutex);
+  auto it = c.primitives.find(key);
+  if (it != c.primitives.end()) return it->second;
+  auto dt = to_dnnl(key.dtype);
+  memory::desc a_md({kRuntime, key.k}, dt, key.trans_a ? memory::dims{1, key.lda} : memory::dims{key.lda, 1});
+  memory::desc b_md({key.k, key.n}, dt, key.trans_b ? memory::dims{1, key.ldb} : memory::dims{key.ldb, 1});
+  memory::desc c_md({kRuntime, key.n}, memory::data_type::f32, {key.ldc, 1});
+  dnnl::primitive_attr attr;
+  if (key.accumulate) {
+    dnnl::post_ops ops;
+    ops.append_sum(1.0f);
+    attr.set_post_ops(ops);
+  }
+  dnnl::matmul::desc desc(a_md, b_md, c_md);
+  dnnl::matmul prim(dnnl::matmul::primitive_desc(desc, attr, engine()));
+  c.primitives.emplace(key, prim);
+  ++c.created;
+  return prim;
+}
+
+// Thread-local scratch for rounding an f32 operand to bf16.
+const bf16* as_bf16(const MatRef& r, int64_t rows, int64_t cols, std::vector<bf16>& scratch) {
+  // Stored extent: rows x cols logically; stored as (trans ? cols x rows : rows x cols) with ld.
+  int64_t stored_rows = r.trans ? cols : rows, stored_cols = r.trans ? rows : cols;
+  scratch.resize(size_t(stored_rows) * r.ld);
+  const float* src = static_cast<const float*>(r.data);
+  for (int64_t i = 0; i < stored_rows; ++i) f32_to_bf16(src + i * r.ld, scratch.data() + i * r.ld, stored_cols);
+  return scratch.data();
+}
+
+}  // namespace
+
+void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate) {
+  if (m == 0 || n == 0) return;
+  thread_local std::vector<bf16> scratch_a, scratch_b;
+  if (a.dtype != b.dtype) {
+    if (a.dtype == DType::f32) a.data = as_bf16(a, m, k, scratch_a), a.dtype = DType::bf16;
+    else b.data = as_bf16(b, k, n, scratch_b), b.dtype = DType::bf16;
+  }
+  if (k == 0) {  // oneDNN rejects empty reductions; the product is zero.
+    if (!accumulate)
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
+    return;
+  }
+  dnnl::matmul prim = primitive_for({a.dtype, a.trans, b.trans, accumulate, n, k, a.ld, b.ld, ldc});
+  auto dt = to_dnnl(a.dtype);
+  memory a_mem({{m, k}, dt, strides_of(a)}, engine(), const_cast<void*>(a.data));
+  memory b_mem({{k, n}, dt, strides_of(b)}, engine(), const_cast<void*>(b.data));
+  memory c_mem({{m, n}, memory::data_type::f32, {ldc, 1}}, engine(), c);
+  thread_local dnnl::stream stream(engine());
+  prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+  stream.wait();
+}
+
+int matmul_primitive_count() {
+  std::lock_guard lock(cache().mutex);
+  return cache().created;
+}
+
+const char* matmul_isa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    default: return "other";
+  }
+}
+
+}  // namespace moge::kernels

@@ -1,0 +1,37 @@
+#pragma once
+// The one GEMM entry point of moge, over oneDNN's matmul primitive.
+//
+//   C[m, n] (f32) = op(A)[m, k] · op(B)[k, n]   (+ C when accumulate)
+//
+// Row-major operands; op() transposes when the operand's `trans` flag is set, so a weight stored
+// PyTorch-style as [out, in] is used as B = {W, trans = true} for y = x · Wᵀ. A and B may be f32 or
+// bf16; accumulation is always f32. When their dtypes differ the f32 one is rounded to bf16 first
+// (weights decide the compute type). Primitives are created once per (dtypes, transposes,
+// accumulate) with run-time sizes and strides, so per-expert GEMMs of varying token counts reuse
+// one primitive.
+#include <cstdint>
+
+#include "moge/core/dtype.h"
+
+namespace moge::kernels {
+
+struct MatRef {
+  const void* data;
+  DType dtype;
+  int64_t ld;          // elements between consecutive rows as stored
+  bool trans = false;  // use the transpose of the stored matrix
+
+  static MatRef f32(const float* p, int64_t ld, bool trans = false) { return {p, DType::f32, ld, trans}; }
+  static MatRef bf16(const moge::bf16* p, int64_t ld, bool trans = false) { return {p, DType::bf16, ld, trans}; }
+};
+
+void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc,
+            bool accumulate = false);
+
+// Number of oneDNN primitives created so far (for tests of the cache).
+int matmul_primitive_count();
+
+// The ISA oneDNN dispatches to, for benchmark output ("avx512_core_bf16", ...).
+const char* matmul_isa();
+
+}  // namespace moge::kernels

@@ -1,0 +1,77 @@
+#include "moge/moe/dispatch.h"
+
+#include <cstring>
+
+namespace moge::moe {
+
+Dispatch make_dispatch(const Routing& routing, int num_experts) {
+  Dispatch d;
+  d.tokens = routing.tokens;
+  d.top_k = routing.top_k;
+  const int64_t entries = routing.tokens * routing.top_k;
+  d.offsets.assign(num_experts + 1, 0);
+  for (int64_t i = 0; i < entries; ++i) ++d.offsets[routing.expert[i] + 1];
+  for (int e = 0; e < num_experts; ++e) d.offsets[e + 1] += d.offsets[e];
+  d.token.resize(entries);
+  d.row_of.resize(entries);
+  std::vector<int64_t> next(d.offsets.begin(), d.offsets.end() - 1);
+  for (int64_t i = 0; i < entries; ++i) {  // counting sort: stable in token order
+    int64_t row = next[routing.expert[i]]++;
+    d.token[row] = int32_t(i / routing.top_k);
+    d.row_of[i] = int32_t(row);
+  }
+  return d;
+}
+
+void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < dispatch.rows(); ++r) std::memcpy(rows + r * d, x + int64_t(dispatch.token[r]) * d, d * sizeof(float));
+}
+
+void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x) {
+  const int k = dispatch.top_k;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < dispatch.tokens; ++t) {
+    float* xt = x + t * d;
+    for (int i = 0; i < k; ++i) {
+      const float* src = rows + int64_t(dispatch.row_of[t * k + i]) * d;
+      for (int j = 0; j < d; ++j) xt[j] += src[j];
+    }
+  }
+}
+
+void combine_rows(const Dispatch& dispatch, const float* rows, const float* weight, int d, float* y) {
+  const int k = dispatch.top_k;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < dispatch.tokens; ++t) {
+    float* yt = y + t * d;
+    for (int i = 0; i < k; ++i) {
+      const float* src = rows + int64_t(dispatch.row_of[t * k + i]) * d;
+      const float w = weight[t * k + i];
+      for (int j = 0; j < d; ++j) yt[j] += w * src[j];
+    }
+  }
+}
+
+void combine_rows_backward(const Dispatch& dispatch, const float* rows, const float* weight, const float* dy, int d,
+                           float* d_rows, float* d_weight) {
+  const int k = dispatch.top_k;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < dispatch.tokens; ++t) {
+    const float* dyt = dy + t * d;
+    for (int i = 0; i < k; ++i) {
+      const int64_t r = dispatch.row_of[t * k + i];
+      const float* src = rows + r * d;
+      float* dst = d_rows + r * d;
+      const float w = weight[t * k + i];
+      float dot = 0.0f;
+      for (int j = 0; j < d; ++j) {
+        dot += dyt[j] * src[j];
+        dst[j] = w * dyt[j];
+      }
+      d_weight[t * k + i] = dot;
+    }
+  }
+}
+
+}  // namespace moge::moe

@@ -1,0 +1,35 @@
+#pragma once
+// Dispatch: the permutation that sorts a batch's (token, expert) pairs by expert, so each expert
+// runs one GEMM over a contiguous block of rows; and its inverse, which sums each token's expert
+// outputs back, weighted. Stable: inside an expert, rows keep token order.
+#include <cstdint>
+#include <vector>
+
+#include "moge/moe/router.h"
+
+namespace moge::moe {
+
+struct Dispatch {
+  int64_t tokens = 0;
+  int top_k = 0;
+  std::vector<int64_t> offsets;  // [N + 1]: expert e owns rows [offsets[e], offsets[e + 1])
+  std::vector<int32_t> token;    // [T * K]: the token each row came from
+  std::vector<int32_t> row_of;   // [T * K]: the row serving routing entry t * K + i
+
+  int64_t rows() const { return int64_t(token.size()); }
+  int64_t expert_rows(int e) const { return offsets[e + 1] - offsets[e]; }
+};
+
+Dispatch make_dispatch(const Routing& routing, int num_experts);
+
+// rows[r, :] = x[token[r], :]
+void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows);
+// x[t, :] += sum over t's entries of rows[row_of[t*K + i], :]  (backward of gather)
+void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x);
+// y[t, :] += sum_i weight[t*K + i] * rows[row_of[t*K + i], :]
+void combine_rows(const Dispatch& dispatch, const float* rows, const float* weight, int d, float* y);
+// Backward of combine_rows: d_rows[r] = weight * dy[token]; d_weight[t*K + i] = <dy[t], rows[r]>.
+void combine_rows_backward(const Dispatch& dispatch, const float* rows, const float* weight, const float* dy, int d,
+                           float* d_rows, float* d_weight);
+
+}  // namespace moge::moe

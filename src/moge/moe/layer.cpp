@@ -1,0 +1,174 @@
+#include "moge/moe/layer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "moge/core/error.h"
+#include "moge/core/rng.h"
+#include "moge/moe/balance.h"
+
+namespace moge::moe {
+
+using kernels::MatRef;
+
+MoeWeights MoeWeights::zeros(const MoeConfig& c) {
+  const int64_t n = c.router.num_experts, d = c.d_model, f = c.expert_ff, s = c.shared_ff;
+  MoeWeights w;
+  w.gate = Tensor({n, d});
+  w.router_scale = Tensor({1, n});
+  w.router_scale.fill(1.0f);
+  w.experts_gate = Tensor({n, f, d});
+  w.experts_up = Tensor({n, f, d});
+  w.experts_down = Tensor({n, d, f});
+  if (s > 0) {
+    w.shared_gate = Tensor({s, d});
+    w.shared_up = Tensor({s, d});
+    w.shared_down = Tensor({d, s});
+  }
+  return w;
+}
+
+std::vector<std::pair<const char*, Tensor*>> MoeWeights::named() {
+  return {{"gate", &gate},
+          {"router_scale", &router_scale},
+          {"experts_gate", &experts_gate},
+          {"experts_up", &experts_up},
+          {"experts_down", &experts_down},
+          {"shared_gate", &shared_gate},
+          {"shared_up", &shared_up},
+          {"shared_down", &shared_down}};
+}
+
+void MoeWeights::check(const MoeConfig& cfg) const {
+  MoeWeights expected = zeros(cfg);
+  auto mine = const_cast<MoeWeights*>(this)->named();
+  auto want = expected.named();
+  for (size_t i = 0; i < mine.size(); ++i) {
+    const Tensor& t = *mine[i].second;
+    const Tensor& e = *want[i].second;
+    moge::check(t.shape() == e.shape(), std::string("MoE weight '") + mine[i].first + "' has shape " +
+                                            shape_str(t.shape()) + ", expected " + shape_str(e.shape()));
+    moge::check(t.empty() || t.dtype() == DType::f32,
+                std::string("MoE weight '") + mine[i].first + "' must be f32 (master weights)");
+  }
+}
+
+MoeLayer::MoeLayer(const MoeConfig& cfg, MoeWeights weights) : cfg_(cfg), w_(std::move(weights)) {
+  cfg_.validate();
+  w_.check(cfg_);
+}
+
+void MoeLayer::init_random(uint64_t seed) {
+  Rng rng(seed);
+  auto fill = [&](Tensor& t, double fan_in) {
+    float sd = float(1.0 / std::sqrt(fan_in));
+    float* p = t.f32();
+    for (int64_t i = 0; i < t.numel(); ++i) p[i] = rng.normal() * sd;
+  };
+  fill(w_.gate, cfg_.d_model);
+  w_.router_scale.fill(1.0f);
+  fill(w_.experts_gate, cfg_.d_model);
+  fill(w_.experts_up, cfg_.d_model);
+  fill(w_.experts_down, cfg_.expert_ff);
+  if (cfg_.shared_ff > 0) {
+    fill(w_.shared_gate, cfg_.d_model);
+    fill(w_.shared_up, cfg_.d_model);
+    fill(w_.shared_down, cfg_.shared_ff);
+  }
+  set_compute_dtype(compute_dtype_);
+}
+
+void MoeLayer::set_compute_dtype(DType dtype) {
+  compute_dtype_ = dtype;
+  std::pair<Tensor*, const Tensor*> copies[] = {
+      {&c_experts_gate_, &w_.experts_gate}, {&c_experts_up_, &w_.experts_up}, {&c_experts_down_, &w_.experts_down},
+      {&c_shared_gate_, &w_.shared_gate},   {&c_shared_up_, &w_.shared_up},   {&c_shared_down_, &w_.shared_down}};
+  for (auto [copy, master] : copies) *copy = dtype == DType::f32 ? Tensor() : master->to(dtype);
+}
+
+namespace {
+// A [rows, cols] matrix starting `offset` elements into t, in t's compute copy when there is one.
+MatRef matrix(const Tensor& master, const Tensor& copy, int64_t offset, int64_t cols) {
+  if (!copy.empty()) return MatRef::bf16(copy.bf16_data() + offset, cols);
+  return MatRef::f32(master.f32() + offset, cols);
+}
+
+template <class T>
+T* sized(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
+}  // namespace
+
+MlpWeights MoeLayer::expert_weights(int e) const {
+  const int64_t d = cfg_.d_model, f = cfg_.expert_ff;
+  return {matrix(w_.experts_gate, c_experts_gate_, e * f * d, d), matrix(w_.experts_up, c_experts_up_, e * f * d, d),
+          matrix(w_.experts_down, c_experts_down_, e * d * f, f)};
+}
+
+MlpWeights MoeLayer::shared_weights() const {
+  return {matrix(w_.shared_gate, c_shared_gate_, 0, cfg_.d_model), matrix(w_.shared_up, c_shared_up_, 0, cfg_.d_model),
+          matrix(w_.shared_down, c_shared_down_, 0, cfg_.shared_ff)};
+}
+
+float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) const {
+  const int d = cfg_.d_model, f = cfg_.expert_ff, s = cfg_.shared_ff, n = cfg_.router.num_experts;
+  router_forward(cfg_.router, x, tokens, d, w_.gate.f32(), w_.router_scale.f32(), c.routing);
+  c.aux_loss = cfg_.aux_alpha > 0 ? aux_loss(c.routing, n, cfg_.aux_alpha) : 0.0f;
+  c.dispatch = make_dispatch(c.routing, n);
+
+  const int64_t rows = c.dispatch.rows();
+  float* xs = sized(c.xs, rows * d);
+  float* ye = sized(c.ye, rows * d);
+  float *g = sized(c.g, rows * f), *u = sized(c.u, rows * f), *h = sized(c.h, rows * f);
+  gather_rows(c.dispatch, x, d, xs);
+  for (int e = 0; e < n; ++e) {
+    const int64_t r0 = c.dispatch.offsets[e];
+    mlp_forward(c.dispatch.expert_rows(e), d, f, xs + r0 * d, expert_weights(e), {g + r0 * f, u + r0 * f, h + r0 * f},
+                ye + r0 * d);
+  }
+
+  if (s > 0) {  // the shared expert writes y; the routed experts add to it
+    mlp_forward(tokens, d, s, x, shared_weights(),
+                {sized(c.sg, tokens * s), sized(c.su, tokens * s), sized(c.sh, tokens * s)}, y);
+  } else {
+    std::fill(y, y + tokens * d, 0.0f);
+  }
+  combine_rows(c.dispatch, ye, c.routing.weight.data(), d, y);
+  return c.aux_loss;
+}
+
+void MoeLayer::backward(const float* x, MoeCache& c, const float* dy, float aux_grad, float* dx,
+                        MoeWeights& grads) const {
+  const int d = cfg_.d_model, f = cfg_.expert_ff, s = cfg_.shared_ff, n = cfg_.router.num_experts;
+  const int64_t tokens = c.routing.tokens, rows = c.dispatch.rows();
+
+  if (s > 0) {
+    mlp_backward(tokens, d, s, x, shared_weights(), {c.sg.data(), c.su.data(), c.sh.data()}, dy, dx,
+                 grads.shared_gate.f32(), grads.shared_up.f32(), grads.shared_down.f32());
+  } else {
+    std::fill(dx, dx + tokens * d, 0.0f);
+  }
+
+  // Through the weighted sum: d expert outputs and d routing weights.
+  std::vector<float> d_ye(rows * d), d_xs(rows * d), d_weight(tokens * c.routing.top_k);
+  combine_rows_backward(c.dispatch, c.ye.data(), c.routing.weight.data(), dy, d, d_ye.data(), d_weight.data());
+  for (int e = 0; e < n; ++e) {
+    const int64_t r0 = c.dispatch.offsets[e];
+    mlp_backward(c.dispatch.expert_rows(e), d, f, c.xs.data() + r0 * d, expert_weights(e),
+                 {c.g.data() + r0 * f, c.u.data() + r0 * f, c.h.data() + r0 * f}, d_ye.data() + r0 * d,
+                 d_xs.data() + r0 * d, grads.experts_gate.f32() + e * f * d, grads.experts_up.f32() + e * f * d,
+                 grads.experts_down.f32() + e * d * f);
+  }
+  scatter_add_rows(c.dispatch, d_xs.data(), d, dx);
+
+  // Through the router: weights -> p (plus the aux loss) -> logits -> gate and x.
+  std::vector<float> d_probs(tokens * n, 0.0f);
+  router_weights_backward(cfg_.router, c.routing, w_.router_scale.f32(), d_weight.data(), d_probs.data(),
+                          grads.router_scale.f32());
+  if (cfg_.aux_alpha > 0) aux_loss_backward(c.routing, n, cfg_.aux_alpha, aux_grad, d_probs.data());
+  router_logits_backward(cfg_.router, c.routing, x, d, w_.gate.f32(), d_probs.data(), grads.gate.f32(), dx);
+}
+
+}  // namespace moge::moe

@@ -1,0 +1,83 @@
+#pragma once
+// The MoE layer: router + dispatch + routed experts + shared expert (MOGE.md §1):
+//   y = shared(x) + Σ_{e chosen} w_e · expert_e(x),   aux = α Σ_i f_i P_i.
+// forward() keeps what backward() needs in a MoeCache; backward() produces dx and every weight
+// gradient. Master weights are f32; set_compute_dtype(bf16) makes the expert and shared-expert
+// GEMMs run on bf16 copies (the router gate stays f32, as in the release).
+#include <cstdint>
+#include <vector>
+
+#include "moge/core/tensor.h"
+#include "moge/moe/config.h"
+#include "moge/moe/dispatch.h"
+#include "moge/moe/mlp.h"
+#include "moge/moe/router.h"
+
+namespace moge::moe {
+
+// Tensors named as in the HF checkpoint (model.layers.{i}.mlp.*), PyTorch [out, in] layout.
+struct MoeWeights {
+  Tensor gate;          // [N, d]      mlp.gate.weight
+  Tensor router_scale;  // [1, N]      mlp.router_scale
+  Tensor experts_gate;  // [N, F, d]   mlp.experts.{j}.gate_proj.weight, stacked
+  Tensor experts_up;    // [N, F, d]   mlp.experts.{j}.up_proj.weight
+  Tensor experts_down;  // [N, d, F]   mlp.experts.{j}.down_proj.weight
+  Tensor shared_gate;   // [S, d]      mlp.shared_expert.gate_proj.weight (empty when S = 0)
+  Tensor shared_up;     // [S, d]
+  Tensor shared_down;   // [d, S]
+
+  static MoeWeights zeros(const MoeConfig& cfg);  // router_scale = 1, all else 0
+  // Throws Error naming the first tensor whose shape or dtype disagrees with cfg.
+  void check(const MoeConfig& cfg) const;
+  // Every tensor in a fixed order with its name (for tests, optimizers, checkpoints).
+  std::vector<std::pair<const char*, Tensor*>> named();
+};
+
+// What forward leaves for backward. Sized on demand; reuse one across calls to avoid allocation.
+struct MoeCache {
+  Routing routing;
+  Dispatch dispatch;
+  float aux_loss = 0;
+  std::vector<float> xs;          // [R, d] gathered inputs, R = T * K rows sorted by expert
+  std::vector<float> g, u, h;     // [R, F] expert activations
+  std::vector<float> ye;          // [R, d] expert outputs (unweighted)
+  std::vector<float> sg, su, sh;  // [T, S] shared-expert activations
+};
+
+class MoeLayer {
+ public:
+  MoeLayer(const MoeConfig& cfg, MoeWeights weights);  // validates cfg and weight shapes
+  explicit MoeLayer(const MoeConfig& cfg) : MoeLayer(cfg, MoeWeights::zeros(cfg)) {}
+
+  const MoeConfig& config() const { return cfg_; }
+  const MoeWeights& weights() const { return w_; }
+  // Mutable access for optimizers and loaders; call set_compute_dtype() again after changes
+  // when computing in bf16.
+  MoeWeights& mutable_weights() { return w_; }
+
+  // Fills weights with N(0, 1/fan_in) (gate: N(0, 1/d)) and router_scale = 1.
+  void init_random(uint64_t seed);
+  void set_compute_dtype(DType dtype);
+  DType compute_dtype() const { return compute_dtype_; }
+
+  // y[T, d] = layer(x[T, d]); returns the auxiliary loss (α-weighted). x must stay alive and
+  // unchanged until backward.
+  float forward(const float* x, int64_t tokens, float* y, MoeCache& cache) const;
+
+  // Loss L = <dy, y> + aux_grad · aux. Writes dx[T, d]; accumulates into grads (shaped like the
+  // weights, e.g. MoeWeights::zeros). Consumes the cache's activations.
+  void backward(const float* x, MoeCache& cache, const float* dy, float aux_grad, float* dx,
+                MoeWeights& grads) const;
+
+ private:
+  MlpWeights expert_weights(int e) const;
+  MlpWeights shared_weights() const;
+
+  MoeConfig cfg_;
+  MoeWeights w_;
+  DType compute_dtype_ = DType::f32;
+  // bf16 copies of the six expert/shared matrices when compute_dtype_ is bf16.
+  Tensor c_experts_gate_, c_experts_up_, c_experts_down_, c_shared_gate_, c_shared_up_, c_shared_down_;
+};
+
+}  // namespace moge::moe

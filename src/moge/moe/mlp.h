@@ -1,0 +1,30 @@
+#pragma once
+// The SwiGLU MLP that every routed expert and the shared expert are:
+//   y = down(silu(gate(x)) * up(x)),  gate/up: [ff, d], down: [d, ff] (PyTorch [out, in]).
+// Weights come as MatRefs so f32 and bf16 copies share one code path; activations and
+// gradients are f32.
+#include <cstdint>
+
+#include "moge/kernels/matmul.h"
+
+namespace moge::moe {
+
+struct MlpWeights {
+  kernels::MatRef gate, up, down;  // untransposed, as stored
+};
+
+struct MlpActivations {  // [rows, ff] each, written by forward, read by backward
+  float* g;
+  float* u;
+  float* h;
+};
+
+// y[rows, d] = mlp(x[rows, d]) (overwrites y).
+void mlp_forward(int64_t rows, int d, int ff, const float* x, const MlpWeights& w, MlpActivations act, float* y);
+
+// Accumulates the f32 weight gradients d_gate, d_up [ff, d] and d_down [d, ff]; overwrites
+// dx [rows, d]. Clobbers act.g and act.u (they become d g and d u).
+void mlp_backward(int64_t rows, int d, int ff, const float* x, const MlpWeights& w, MlpActivations act,
+                  const float* dy, float* dx, float* d_gate, float* d_up, float* d_down);
+
+}  // namespace moge::moe

@@ -1,0 +1,21 @@
+#pragma once
+// Small dependency-free SVG plots for reports: histograms, and later line charts and heat maps.
+#include <string>
+#include <vector>
+
+namespace moge::report {
+
+struct Series {
+  std::string label;
+  std::vector<double> values;
+};
+
+// Overlaid histograms of several series over a shared range [lo, hi] with `bins` bins; y axis is
+// the fraction of each series' values in a bin. Written atomically (temp file + rename).
+void write_histogram_svg(const std::string& path, const std::string& title, const std::string& x_label,
+                         const std::vector<Series>& series, double lo, double hi, int bins);
+
+// Writes text to path through a temp file and a rename; throws Error naming the path.
+void write_file_atomically(const std::string& path, const std::string& text);
+
+}  // namespace moge::report

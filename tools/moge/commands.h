@@ -1,0 +1,9 @@
+#pragma once
+// Each subcommand of `moge` lives in its own file and registers itself here.
+#include <CLI/CLI.hpp>
+
+namespace moge::cli {
+
+void add_route_command(CLI::App& app);
+
+}  // namespace moge::cli
