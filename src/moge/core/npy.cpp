@@ -2,25 +2,40 @@
 
 #include <cstring>
 #include <fstream>
-#include <regex>
 
 #include "moge/core/error.h"
 
 namespace moge {
 namespace {
 
+// The value of 'key' in the header's Python dict literal: a quoted string, True/False, or a tuple.
 std::string header_field(const std::string& header, const std::string& key, const std::string& path) {
-  std::regex re("'" + key + "'\\s*:\\s*('[^']*'|True|False|\\([^)]*\\))");
-  std::smatch m;
-  check(std::regex_search(header, m, re), path + ": npy header has no '" + key + "'");
-  return m[1];
+  size_t pos = header.find("'" + key + "'");
+  check(pos != std::string::npos, path + ": npy header has no '" + key + "'");
+  pos = header.find(':', pos);
+  check(pos != std::string::npos, path + ": malformed npy header");
+  pos = header.find_first_not_of(' ', pos + 1);
+  check(pos != std::string::npos, path + ": malformed npy header");
+  size_t end;
+  if (header[pos] == '\'') end = header.find('\'', pos + 1) + 1;
+  else if (header[pos] == '(') end = header.find(')', pos) + 1;
+  else end = header.find_first_of(",}", pos);
+  check(end != std::string::npos && end > pos, path + ": malformed npy header");
+  return header.substr(pos, end - pos);
 }
 
 Shape parse_shape(const std::string& tuple, const std::string& path) {
   Shape shape;
-  std::regex num("\\d+");
-  for (auto it = std::sregex_iterator(tuple.begin(), tuple.end(), num); it != std::sregex_iterator(); ++it)
-    shape.push_back(std::stoll(it->str()));
+  int64_t value = -1;
+  for (char ch : tuple) {
+    if (ch >= '0' && ch <= '9') {
+      value = (value < 0 ? 0 : value * 10) + (ch - '0');
+      check(value < (int64_t(1) << 40), path + ": npy dimension too large");
+    } else if (value >= 0) {
+      shape.push_back(value);
+      value = -1;
+    }
+  }
   return shape;
 }
 

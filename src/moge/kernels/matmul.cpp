@@ -11,7 +11,6 @@ namespace moge::kernels {
 namespace {
 
 using dnnl::memory;
-constexpr auto kRuntime = DNNL_RUNTIME_DIM_VAL;
 
 dnnl::engine& engine() {
   static dnnl::engine e(dnnl::engine::kind::cpu, 0);
@@ -23,19 +22,31 @@ memory::data_type to_dnnl(DType t) { return t == DType::f32 ? memory::data_type:
 // Strides of a logical [rows, cols] view of a row-major matrix with leading dimension ld.
 memory::dims strides_of(const MatRef& r) { return r.trans ? memory::dims{1, r.ld} : memory::dims{r.ld, 1}; }
 
-// Everything but m is fixed per primitive: oneDNN only keeps its fast kernels when the run-time
-// dimension is m alone (all run-time sizes and strides fall back to a slow reference kernel).
-// m is the dimension that varies from call to call (tokens per expert).
+// One primitive per exact problem. oneDNN's fastest kernels (brgemm) need every size and stride
+// at creation: a run-time m falls back to its plain GEMM, 1.2-6x slower for the 16-128-row
+// products of per-expert GEMMs (measured on this machine, 2 threads). Creation costs ~0.25 ms, so
+// primitives are kept in a bounded cache, least recently used out first. The exception is a
+// handful of rows (decode): there brgemm is 2-4x slower than oneDNN's GEMV/small-GEMM path, which
+// a run-time m selects (f32 up to 8 rows; bf16 only for 1 row, where its run-time path is worse
+// beyond that), and one primitive then serves every such m.
 struct Key {
   DType dtype;
   bool trans_a, trans_b, accumulate;
-  int64_t n, k, lda, ldb, ldc;
+  int64_t m, n, k, lda, ldb, ldc;
   auto operator<=>(const Key&) const = default;
 };
 
+constexpr size_t kCacheCapacity = 4096;
+constexpr int64_t kRuntimeRows = DNNL_RUNTIME_DIM_VAL;
+
 struct Cache {
+  struct Entry {
+    dnnl::matmul primitive;
+    uint64_t last_use;
+  };
   std::mutex mutex;
-  std::map<Key, dnnl::matmul> primitives;
+  std::map<Key, Entry> primitives;
+  uint64_t clock = 0;
   int created = 0;
 };
 Cache& cache() {
@@ -43,24 +54,37 @@ Cache& cache() {
   return c;
 }
 
-dnnl::matmul primitive_for(const Key& key) {
-  Cache& c = cache();
-  std::lock_guard lock(c.mutex);
-  auto it = c.primitives.find(key);
-  if (it != c.primitives.end()) return it->second;
+dnnl::matmul create_primitive(const Key& key) {
   auto dt = to_dnnl(key.dtype);
-  memory::desc a_md({kRuntime, key.k}, dt, key.trans_a ? memory::dims{1, key.lda} : memory::dims{key.lda, 1});
+  memory::desc a_md({key.m, key.k}, dt, key.trans_a ? memory::dims{1, key.lda} : memory::dims{key.lda, 1});
   memory::desc b_md({key.k, key.n}, dt, key.trans_b ? memory::dims{1, key.ldb} : memory::dims{key.ldb, 1});
-  memory::desc c_md({kRuntime, key.n}, memory::data_type::f32, {key.ldc, 1});
+  memory::desc c_md({key.m, key.n}, memory::data_type::f32, {key.ldc, 1});
   dnnl::primitive_attr attr;
   if (key.accumulate) {
     dnnl::post_ops ops;
     ops.append_sum(1.0f);
     attr.set_post_ops(ops);
   }
-  dnnl::matmul::desc desc(a_md, b_md, c_md);
-  dnnl::matmul prim(dnnl::matmul::primitive_desc(desc, attr, engine()));
-  c.primitives.emplace(key, prim);
+  return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine()));
+}
+
+dnnl::matmul primitive_for(const Key& key) {
+  Cache& c = cache();
+  std::lock_guard lock(c.mutex);
+  ++c.clock;
+  auto it = c.primitives.find(key);
+  if (it != c.primitives.end()) {
+    it->second.last_use = c.clock;
+    return it->second.primitive;
+  }
+  if (c.primitives.size() >= kCacheCapacity) {
+    auto oldest = c.primitives.begin();
+    for (auto i = c.primitives.begin(); i != c.primitives.end(); ++i)
+      if (i->second.last_use < oldest->second.last_use) oldest = i;
+    c.primitives.erase(oldest);
+  }
+  dnnl::matmul prim = create_primitive(key);
+  c.primitives.emplace(key, Cache::Entry{prim, c.clock});
   ++c.created;
   return prim;
 }
@@ -90,7 +114,9 @@ void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64
         for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
     return;
   }
-  dnnl::matmul prim = primitive_for({a.dtype, a.trans, b.trans, accumulate, n, k, a.ld, b.ld, ldc});
+  const int64_t max_runtime_rows = a.dtype == DType::f32 ? 8 : 1;
+  const int64_t key_m = m <= max_runtime_rows ? kRuntimeRows : m;
+  dnnl::matmul prim = primitive_for({a.dtype, a.trans, b.trans, accumulate, key_m, n, k, a.ld, b.ld, ldc});
   auto dt = to_dnnl(a.dtype);
   memory a_mem({{m, k}, dt, strides_of(a)}, engine(), const_cast<void*>(a.data));
   memory b_mem({{k, n}, dt, strides_of(b)}, engine(), const_cast<void*>(b.data));

@@ -6,9 +6,9 @@
 // Row-major operands; op() transposes when the operand's `trans` flag is set, so a weight stored
 // PyTorch-style as [out, in] is used as B = {W, trans = true} for y = x · Wᵀ. A and B may be f32 or
 // bf16; accumulation is always f32. When their dtypes differ the f32 one is rounded to bf16 first
-// (weights decide the compute type). Primitives are created once per (dtypes, transposes,
-// accumulate) with run-time sizes and strides, so per-expert GEMMs of varying token counts reuse
-// one primitive.
+// (weights decide the compute type). Primitives are created once per exact problem (sizes,
+// strides, dtypes, flags) and kept in a bounded LRU cache: oneDNN's fast kernels need the sizes
+// at creation.
 #include <cstdint>
 
 #include "moge/core/dtype.h"
