@@ -65,10 +65,22 @@ NpyArray read_npy(const std::string& path) {
   a.descr = descr.substr(1, descr.size() - 2);
   check(header_field(header, "fortran_order", path) == "False", path + ": Fortran order not supported");
   a.shape = parse_shape(header_field(header, "shape", path), path);
-  int64_t n = shape_numel(a.shape);
+  int64_t n = 0;
+  try {
+    n = shape_numel(a.shape);
+  } catch (const Error& e) {
+    throw Error(path + ": " + e.what());
+  }
+  // Check the payload is there before allocating for it.
+  const auto data_start = in.tellg();
+  in.seekg(0, std::ios::end);
+  const int64_t available = int64_t(in.tellg() - data_start);
+  in.seekg(data_start);
 
   auto read_as = [&](auto tag, auto& out) {
     using T = decltype(tag);
+    check(available >= n * int64_t(sizeof(T)),
+          path + ": truncated npy data (" + std::to_string(n) + " elements expected)");
     std::vector<T> raw(n);
     in.read(reinterpret_cast<char*>(raw.data()), n * sizeof(T));
     check(bool(in), path + ": truncated npy data (" + std::to_string(n) + " elements expected)");

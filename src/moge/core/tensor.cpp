@@ -17,6 +17,7 @@ int64_t shape_numel(const Shape& shape) {
   int64_t n = 1;
   for (int64_t d : shape) {
     check(d >= 0, "negative dimension in shape " + shape_str(shape));
+    check(d == 0 || n <= (int64_t(1) << 48) / d, "shape " + shape_str(shape) + " has too many elements");
     n *= d;
   }
   return n;

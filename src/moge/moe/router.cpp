@@ -50,8 +50,9 @@ void select_experts(const RouterConfig& cfg, const float* p, int32_t* chosen, fl
         }
         score[g] = first + (per_group > 1 ? std::max(second, 0.0f) : 0.0f);
       }
-      int32_t kept[1024];
-      top_indices(score, cfg.num_groups, cfg.topk_group, kept);
+      thread_local std::vector<int32_t> kept;
+      kept.resize(cfg.topk_group);
+      top_indices(score, cfg.num_groups, cfg.topk_group, kept.data());
       // Experts of dropped groups get -1 (p >= 0), so top-K only sees the kept groups.
       std::fill(scratch, scratch + n, -1.0f);
       for (int i = 0; i < cfg.topk_group; ++i)
