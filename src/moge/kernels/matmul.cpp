@@ -6,6 +6,9 @@
 #include <vector>
 
 #include <dnnl.hpp>
+#include <omp.h>
+
+#include "moge/core/buffer.h"
 
 namespace moge::kernels {
 namespace {
@@ -30,6 +33,7 @@ memory::dims strides_of(const MatRef& r) { return r.trans ? memory::dims{1, r.ld
 // a run-time m selects (f32 up to 8 rows; bf16 only for 1 row, where its run-time path is worse
 // beyond that), and one primitive then serves every such m.
 struct Key {
+  int threads;  // oneDNN fixes a primitive's parallel split when it is created
   DType dtype;
   bool trans_a, trans_b, accumulate;
   int64_t m, n, k, lda, ldb, ldc;
@@ -39,9 +43,14 @@ struct Key {
 constexpr size_t kCacheCapacity = 4096;
 constexpr int64_t kRuntimeRows = DNNL_RUNTIME_DIM_VAL;
 
+struct Prepared {
+  dnnl::matmul primitive;
+  memory::desc scratchpad;
+};
+
 struct Cache {
   struct Entry {
-    dnnl::matmul primitive;
+    Prepared prepared;
     uint64_t last_use;
   };
   std::mutex mutex;
@@ -54,28 +63,32 @@ Cache& cache() {
   return c;
 }
 
-dnnl::matmul create_primitive(const Key& key) {
+Prepared create_primitive(const Key& key) {
   auto dt = to_dnnl(key.dtype);
   memory::desc a_md({key.m, key.k}, dt, key.trans_a ? memory::dims{1, key.lda} : memory::dims{key.lda, 1});
   memory::desc b_md({key.k, key.n}, dt, key.trans_b ? memory::dims{1, key.ldb} : memory::dims{key.ldb, 1});
   memory::desc c_md({key.m, key.n}, memory::data_type::f32, {key.ldc, 1});
   dnnl::primitive_attr attr;
+  // We pass the scratchpad ourselves: by default oneDNN allocates it on every execution, which
+  // for brgemm's packed-operand buffers means fresh pages (page faults) on every call.
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   if (key.accumulate) {
     dnnl::post_ops ops;
     ops.append_sum(1.0f);
     attr.set_post_ops(ops);
   }
-  return dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine()));
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, engine());
+  return {dnnl::matmul(pd), pd.scratchpad_desc()};
 }
 
-dnnl::matmul primitive_for(const Key& key) {
+Prepared primitive_for(const Key& key) {
   Cache& c = cache();
   std::lock_guard lock(c.mutex);
   ++c.clock;
   auto it = c.primitives.find(key);
   if (it != c.primitives.end()) {
     it->second.last_use = c.clock;
-    return it->second.primitive;
+    return it->second.prepared;
   }
   if (c.primitives.size() >= kCacheCapacity) {
     auto oldest = c.primitives.begin();
@@ -83,7 +96,7 @@ dnnl::matmul primitive_for(const Key& key) {
       if (i->second.last_use < oldest->second.last_use) oldest = i;
     c.primitives.erase(oldest);
   }
-  dnnl::matmul prim = create_primitive(key);
+  Prepared prim = create_primitive(key);
   c.primitives.emplace(key, Cache::Entry{prim, c.clock});
   ++c.created;
   return prim;
@@ -116,13 +129,17 @@ void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64
   }
   const int64_t max_runtime_rows = a.dtype == DType::f32 ? 8 : 1;
   const int64_t key_m = m <= max_runtime_rows ? kRuntimeRows : m;
-  dnnl::matmul prim = primitive_for({a.dtype, a.trans, b.trans, accumulate, key_m, n, k, a.ld, b.ld, ldc});
+  Prepared prim = primitive_for({omp_get_max_threads(), a.dtype, a.trans, b.trans, accumulate, key_m, n, k, a.ld, b.ld, ldc});
   auto dt = to_dnnl(a.dtype);
   memory a_mem({{m, k}, dt, strides_of(a)}, engine(), const_cast<void*>(a.data));
   memory b_mem({{k, n}, dt, strides_of(b)}, engine(), const_cast<void*>(b.data));
   memory c_mem({{m, n}, memory::data_type::f32, {ldc, 1}}, engine(), c);
   thread_local dnnl::stream stream(engine());
-  prim.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem}});
+  thread_local AlignedBuffer scratchpad;
+  if (prim.scratchpad.get_size() > scratchpad.size()) scratchpad = AlignedBuffer(prim.scratchpad.get_size());
+  memory scratch_mem(prim.scratchpad, engine(), scratchpad.data());
+  prim.primitive.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem},
+                        {DNNL_ARG_SCRATCHPAD, scratch_mem}});
   stream.wait();
 }
 
