@@ -1,0 +1,59 @@
+#pragma once
+// The Pangu Pro MoE decoder (MOGE.md §3), for inference:
+//   h = x + o_proj(attention(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),  n1 = rmsnorm_in(x)
+//   y = h + moge(n2) + shared(n2),                                              n2 = rmsnorm_post(h)
+//   logits = lm_head(rmsnorm(h_last))
+// Prefill runs whole prompts through GEMMs; decode appends one token at a time to the KV cache.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "moge/core/tensor.h"
+#include "moge/model/config.h"
+#include "moge/model/linear.h"
+#include "moge/moe/layer.h"
+
+namespace moge::model {
+
+struct DecoderLayer {
+  Tensor input_norm;  // [d]
+  Tensor post_norm;   // [d]
+  Linear q, k, v, o;  // biased
+  std::unique_ptr<moe::MoeLayer> moe;
+};
+
+// Keys and values of every layer for up to `capacity` positions, f32 [capacity, kv_dim].
+struct KvCache {
+  int64_t capacity = 0;
+  int64_t length = 0;  // positions filled
+  std::vector<Tensor> k, v;
+
+  KvCache(const ModelConfig& cfg, int64_t capacity);
+  void clear() { length = 0; }
+};
+
+class Model {
+ public:
+  // Loads DIR/config.json and the safetensors weights (single file or shards). Throws Error
+  // naming the file or the tensor at fault; tensors the model does not use are reported on
+  // stderr.
+  static Model load(const std::string& dir);
+
+  const ModelConfig& config() const { return cfg_; }
+  // bf16: every GEMM but the router gate on bf16 weight copies.
+  void set_compute_dtype(DType dtype);
+
+  // Runs `tokens` new tokens at positions cache.length.. and appends them to the cache. Writes
+  // logits [n, vocab] for the last `logit_rows` tokens (all when logit_rows < 0) to `logits`.
+  void forward(const int32_t* tokens, int64_t n, KvCache& cache, float* logits, int64_t logit_rows = -1) const;
+
+ private:
+  ModelConfig cfg_;
+  Tensor embed_;       // [V, d]
+  Tensor final_norm_;  // [d]
+  Linear lm_head_;     // [V, d]
+  std::vector<DecoderLayer> layers_;
+};
+
+}  // namespace moge::model
