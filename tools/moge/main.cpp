@@ -8,6 +8,8 @@ int main(int argc, char** argv) {
   CLI::App app{"moge: an engine for Mixture of Grouped Experts (MoGE) language models"};
   app.require_subcommand(1);
   moge::cli::add_route_command(app);
+  moge::cli::add_info_command(app);
+  moge::cli::add_logits_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,59 @@
+// `moge logits`: f32 logits [T, vocab] of a token sequence, as NumPy .npy, for verification by
+// anyone with NumPy.
+#include <omp.h>
+
+#include <sstream>
+
+#include "commands.h"
+#include "moge/core/error.h"
+#include "moge/core/npy.h"
+#include "moge/model/model.h"
+
+namespace moge::cli {
+
+namespace {
+struct LogitsArgs {
+  std::string model, tokens, out, dtype = "f32";
+  int threads = 0;
+};
+
+std::vector<int32_t> parse_ids(const std::string& text) {
+  std::istringstream in(text);
+  std::vector<int32_t> ids;
+  std::string word;
+  while (in >> word) {
+    try {
+      size_t used = 0;
+      long long v = std::stoll(word, &used);
+      check(used == word.size() && v >= 0 && v <= INT32_MAX, "");
+      ids.push_back(int32_t(v));
+    } catch (const std::exception&) {
+      throw Error("--tokens: '" + word + "' is not a token id");
+    }
+  }
+  check(!ids.empty(), "--tokens: no token ids given");
+  return ids;
+}
+}  // namespace
+
+void add_logits_command(CLI::App& app) {
+  auto a = std::make_shared<LogitsArgs>();
+  CLI::App* cmd = app.add_subcommand("logits", "write the logits of a token sequence as .npy");
+  cmd->add_option("-m,--model", a->model, "model directory (config.json + safetensors)")->required();
+  cmd->add_option("--tokens", a->tokens, "token ids, space-separated")->required();
+  cmd->add_option("-o,--output", a->out, "output .npy file")->required();
+  cmd->add_option("--dtype", a->dtype, "compute dtype: f32 or bf16")->capture_default_str();
+  cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)");
+  cmd->callback([a] {
+    if (a->threads > 0) omp_set_num_threads(a->threads);
+    auto ids = parse_ids(a->tokens);
+    model::Model m = model::Model::load(a->model);
+    m.set_compute_dtype(parse_dtype(a->dtype));
+    model::KvCache cache(m.config(), int64_t(ids.size()));
+    Tensor logits({int64_t(ids.size()), m.config().vocab_size});
+    m.forward(ids.data(), int64_t(ids.size()), cache, logits.f32());
+    write_npy(a->out, logits.f32(), logits.shape());
+  });
+}
+
+}  // namespace moge::cli
