@@ -560,15 +560,39 @@ def save_npy(path, tensor, integer=False):
     np.save(path, np.ascontiguousarray(tensor.numpy().astype(dtype)))
 
 
+def continue_greedy(out, ids, steps):
+    """Greedy continuation (full recompute, float64) of `ids` by the f32 model in out/f32."""
+    model_dir = os.path.join(out, "f32")
+    with open(os.path.join(model_dir, "config.json")) as fh:
+        cfg = json.load(fh)
+    with open(os.path.join(model_dir, "model.safetensors.index.json")) as fh:
+        shards = sorted(set(json.load(fh)["weight_map"].values()))
+    w = {}
+    for shard in shards:
+        w.update(read_safetensors(os.path.join(model_dir, shard)))
+    tokens = torch.tensor([int(t) for t in ids.split()], dtype=torch.int64)
+    new = greedy_full(as_f64(w), tokens, cfg, steps)[0]
+    print(" ".join(str(int(t)) for t in new))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--seed", type=int, default=3, help="first seed to try (redraws go to seed+1, ...)")
+    parser.add_argument("--vocab-size", type=int, default=CONFIG["vocab_size"],
+                        help="vocabulary of the random model (to pair it with a tokenizer)")
+    parser.add_argument("--continue-tokens", metavar="IDS",
+                        help="instead of writing a model: print the greedy continuation of these "
+                             "space-separated ids by the f32 model already in --out")
+    parser.add_argument("--steps", type=int, default=8, help="tokens to continue with --continue-tokens")
     args = parser.parse_args(argv)
+    if args.continue_tokens is not None:
+        return continue_greedy(args.out, args.continue_tokens, args.steps)
 
     torch.set_num_threads(1)  # tiny problems; also keeps results reproducible
     start = time.time()
-    cfg = CONFIG
+    cfg = dict(CONFIG, vocab_size=args.vocab_size)
     assert cfg["hidden_size"] % cfg["num_attention_heads"] == 0
     assert cfg["num_attention_heads"] % cfg["num_key_value_heads"] == 0
     assert cfg["num_experts"] % cfg["num_experts_per_tok"] == 0

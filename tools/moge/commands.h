@@ -7,5 +7,6 @@ namespace moge::cli {
 void add_route_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
 
 }  // namespace moge::cli
