@@ -10,6 +10,7 @@
 
 #include "moge/core/error.h"
 #include "moge/core/npy.h"
+#include "moge/infer/generator.h"
 #include "moge/model/model.h"
 #include "test_util.h"
 
@@ -110,6 +111,31 @@ TEST(PanguModel, Bf16ComputeKeepsTheGreedyContinuation) {
   EXPECT_LT(err, 0.05);
   RecordProperty("bf16_logit_error", std::to_string(err));
   EXPECT_EQ(greedy(m, tokens, 32), read_ids(ref() + "/reference/greedy_bf16.npy"));
+}
+
+// A generator that reuses its cached prefix for a longer context continues exactly like a fresh
+// one that prefills everything (what multi-turn chat relies on).
+TEST(PanguModel, GeneratorReusesTheCachedPrefix) {
+  Model m = Model::load(ref() + "/f32");
+  auto tokens = read_ids(ref() + "/reference/tokens.npy");
+  infer::Sampler greedy_sampler({0.0f, 0, 1.0f, 1.0f, 64, 1});
+  auto never = [](int32_t) { return false; };
+  auto keep_going = [](int32_t) { return true; };
+
+  infer::Generator reused(m, 128);
+  reused.set_context(tokens);
+  reused.generate(greedy_sampler, 5, never, keep_going);
+  std::vector<int32_t> longer = reused.tokens();
+  longer.insert(longer.end(), {7, 8, 9});
+  reused.set_context(longer);
+  EXPECT_EQ(reused.stats().prompt_tokens, 4);  // the 5th generated token (never run) + 3 new
+  reused.generate(greedy_sampler, 6, never, keep_going);
+
+  infer::Generator fresh(m, 128);
+  fresh.set_context(longer);
+  EXPECT_EQ(fresh.stats().prompt_tokens, int64_t(longer.size()));
+  fresh.generate(greedy_sampler, 6, never, keep_going);
+  EXPECT_EQ(reused.tokens(), fresh.tokens());
 }
 
 TEST(PanguModel, BadTokenAndFullCacheAreErrors) {

@@ -27,3 +27,9 @@ grep -q -- "--top-p" "$dir/err"
 if "$moge" generate -m "$dir/nonexistent" -p "x" 2> "$dir/err"; then exit 1; fi
 grep -q "nonexistent" "$dir/err"
 echo "greedy tokens match the reference: $want_ids"
+# Chat: two turns through the chat template; the second turn reuses the cached conversation.
+printf 'hello\nagain\n' | "$moge" chat -m "$dir/f32" --temp 0 -n 4 > "$dir/chat.out" 2> "$dir/chat.err"
+[ "$(grep -c '^\[prompt:' "$dir/chat.err")" -eq 2 ]
+first=$(grep '^\[prompt:' "$dir/chat.err" | sed -n 1p | sed -E 's/\[prompt: ([0-9]+) .*/\1/')
+second=$(grep '^\[prompt:' "$dir/chat.err" | sed -n 2p | sed -E 's/\[prompt: ([0-9]+) .*/\1/')
+[ "$second" -lt $((first + 8)) ] || { echo "second turn re-ran $second tokens"; exit 1; }

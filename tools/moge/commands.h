@@ -8,5 +8,6 @@ void add_route_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
 
 }  // namespace moge::cli

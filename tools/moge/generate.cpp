@@ -1,15 +1,13 @@
 // `moge generate`: text in, streamed text out, llama.cpp style flags. Timings go to stderr.
 #include <omp.h>
 
-#include <chrono>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "moge/core/error.h"
-#include "moge/infer/sampler.h"
-#include "moge/model/model.h"
-#include "moge/tokenizer/tokenizer.h"
+#include "moge/infer/generator.h"
+#include "text_model.h"
 
 namespace moge::cli {
 
@@ -21,68 +19,63 @@ struct GenerateArgs {
   infer::SamplerConfig sampling;
 };
 
-double since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 void run_generate(GenerateArgs& a) {
   if (a.threads > 0) omp_set_num_threads(a.threads);
   check(a.n_predict >= 0, "-n must be >= 0");
   infer::Sampler sampler(a.sampling);
-  tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(a.model);
-  model::Model m = model::Model::load(a.model);
-  m.set_compute_dtype(parse_dtype(a.dtype));
-  check(tok.vocab_size() <= m.config().vocab_size,
-        a.model + ": tokenizer has " + std::to_string(tok.vocab_size()) + " pieces, the model " +
-            std::to_string(m.config().vocab_size));
+  LoadedModel lm = load_model(a.model, a.dtype);
 
-  std::vector<int32_t> tokens = tok.encode(a.prompt, tok.bos_id() >= 0);
-  check(!tokens.empty(), "-p: the prompt encodes to no tokens");
-  model::KvCache cache(m.config(), std::min<int64_t>(a.context, int64_t(tokens.size()) + a.n_predict));
-  std::vector<float> logits(m.config().vocab_size);
+  std::vector<int32_t> prompt = lm.tok.encode(a.prompt, lm.tok.bos_id() >= 0);
+  infer::Generator gen(lm.model, std::min<int64_t>(a.context, int64_t(prompt.size()) + a.n_predict));
+  gen.set_context(prompt);
 
-  auto t0 = std::chrono::steady_clock::now();
-  m.forward(tokens.data(), int64_t(tokens.size()), cache, logits.data(), 1);
-  const double prefill_s = since(t0);
-
-  tokenizer::StreamDecoder stream(tok);
+  tokenizer::StreamDecoder stream(lm.tok);
   std::string text;
-  const size_t prompt_tokens = tokens.size();
-  auto t1 = std::chrono::steady_clock::now();
-  for (int i = 0; i < a.n_predict; ++i) {
-    int32_t next = sampler.sample(logits.data(), m.config().vocab_size, tokens);
-    tokens.push_back(next);
-    if (tok.is_eos(next)) break;
-    std::string piece = next < tok.vocab_size() ? stream.push(next) : "";
-    text += piece;
-    if (!a.json) {
-      std::fputs(piece.c_str(), stdout);
-      std::fflush(stdout);
-    }
-    if (i + 1 == a.n_predict || cache.length >= cache.capacity) break;
-    m.forward(&next, 1, cache, logits.data());
-  }
+  gen.generate(
+      sampler, a.n_predict, [&](int32_t id) { return lm.tok.is_eos(id); },
+      [&](int32_t id) {
+        std::string piece = id < lm.tok.vocab_size() ? stream.push(id) : "";
+        text += piece;
+        if (!a.json) {
+          std::fputs(piece.c_str(), stdout);
+          std::fflush(stdout);
+        }
+        return true;
+      });
   std::string tail = stream.finish();
   text += tail;
-  const double decode_s = since(t1);
-  const size_t generated = tokens.size() - prompt_tokens;
+  const infer::GenerationStats& st = gen.stats();
   if (a.json) {
     nlohmann::json j = {{"prompt", a.prompt},
                         {"text", text},
-                        {"prompt_tokens", prompt_tokens},
-                        {"prompt_token_ids", std::vector<int32_t>(tokens.begin(), tokens.begin() + prompt_tokens)},
-                        {"generated_tokens", generated},
-                        {"tokens", std::vector<int32_t>(tokens.begin() + prompt_tokens, tokens.end())},
-                        {"prefill_tokens_per_s", prompt_tokens / prefill_s},
-                        {"decode_tokens_per_s", generated / decode_s}};
+                        {"prompt_tokens", prompt.size()},
+                        {"prompt_token_ids", prompt},
+                        {"generated_tokens", st.generated},
+                        {"tokens", std::vector<int32_t>(gen.tokens().begin() + prompt.size(), gen.tokens().end())},
+                        {"prefill_tokens_per_s", st.prompt_tokens / st.prefill_seconds},
+                        {"decode_tokens_per_s", st.generated / st.decode_seconds}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("%s\n", tail.c_str());
-    std::fprintf(stderr, "\nprompt: %zu tokens, %.1f tok/s; generated: %zu tokens, %.1f tok/s\n", prompt_tokens,
-                 prompt_tokens / prefill_s, generated, generated / decode_s);
+    print_stats(st);
   }
 }
 }  // namespace
+
+LoadedModel load_model(const std::string& dir, const std::string& dtype) {
+  LoadedModel lm{tokenizer::Tokenizer::load(dir), model::Model::load(dir)};
+  lm.model.set_compute_dtype(parse_dtype(dtype));
+  check(lm.tok.vocab_size() <= lm.model.config().vocab_size,
+        dir + ": the tokenizer has " + std::to_string(lm.tok.vocab_size()) + " pieces, more than the model's vocab_size " +
+            std::to_string(lm.model.config().vocab_size));
+  return lm;
+}
+
+void print_stats(const infer::GenerationStats& st) {
+  std::fprintf(stderr, "\n[prompt: %lld tokens, %.1f tok/s; generated: %lld tokens, %.1f tok/s]\n",
+               (long long)st.prompt_tokens, st.prompt_tokens / st.prefill_seconds, (long long)st.generated,
+               st.generated / std::max(st.decode_seconds, 1e-9));
+}
 
 void add_sampling_options(CLI::App* cmd, infer::SamplerConfig& s) {
   cmd->add_option("--temp", s.temperature, "temperature (0 = greedy)")->capture_default_str();

@@ -11,6 +11,7 @@ int main(int argc, char** argv) {
   moge::cli::add_info_command(app);
   moge::cli::add_logits_command(app);
   moge::cli::add_generate_command(app);
+  moge::cli::add_chat_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
