@@ -9,5 +9,7 @@ void add_info_command(CLI::App& app);
 void add_logits_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
 void add_chat_command(CLI::App& app);
+void add_init_command(CLI::App& app);
+void add_bench_command(CLI::App& app);
 
 }  // namespace moge::cli

@@ -12,6 +12,8 @@ int main(int argc, char** argv) {
   moge::cli::add_logits_command(app);
   moge::cli::add_generate_command(app);
   moge::cli::add_chat_command(app);
+  moge::cli::add_init_command(app);
+  moge::cli::add_bench_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

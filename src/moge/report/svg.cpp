@@ -6,19 +6,9 @@
 #include <sstream>
 
 #include "moge/core/error.h"
+#include "moge/core/file.h"
 
 namespace moge::report {
-
-void write_file_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    check(bool(out), path + ": cannot open for writing");
-    out << text;
-    check(bool(out), path + ": write failed");
-  }
-  check(std::rename(tmp.c_str(), path.c_str()) == 0, path + ": cannot rename " + tmp);
-}
 
 namespace {
 const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"};

@@ -15,7 +15,4 @@ struct Series {
 void write_histogram_svg(const std::string& path, const std::string& title, const std::string& x_label,
                          const std::vector<Series>& series, double lo, double hi, int bins);
 
-// Writes text to path through a temp file and a rename; throws Error naming the path.
-void write_file_atomically(const std::string& path, const std::string& text);
-
 }  // namespace moge::report

@@ -1,0 +1,21 @@
+#include "moge/core/file.h"
+
+#include <cstdio>
+#include <fstream>
+
+#include "moge/core/error.h"
+
+namespace moge {
+
+void write_file_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary);
+    check(bool(out), path + ": cannot open for writing");
+    out << text;
+    check(bool(out), path + ": write failed");
+  }
+  check(std::rename(tmp.c_str(), path.c_str()) == 0, path + ": cannot rename " + tmp);
+}
+
+}  // namespace moge

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `moge init` writes a random model that `moge generate` and `moge bench` run; bad configs fail
+# with one error line naming the file.
+set -euo pipefail
+moge=$1
+src=$(cd "$(dirname "$0")/../.." && pwd)
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cat > "$dir/cfg.json" <<'JSON'
+{"vocab_size": 800, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+ "num_experts": 8, "num_experts_per_tok": 4, "moe_intermediate_size": 32, "shared_expert_intermediate_size": 64}
+JSON
+"$moge" init --config "$dir/cfg.json" -o "$dir/model" --tokenizer "$src/tests/data/tokenizer" 2> /dev/null
+"$moge" generate -m "$dir/model" -p "hello" -n 4 --temp 0 --json > "$dir/gen.json"
+/usr/bin/python3 -c "import json; j = json.load(open('$dir/gen.json')); assert j['generated_tokens'] == 4, j"
+"$moge" bench -m "$dir/model" -p 16 -n 4 -r 1 --json 2> /dev/null > "$dir/bench.json"
+/usr/bin/python3 -c "
+import json; j = json.load(open('$dir/bench.json'))
+assert j['pp_tokens_per_s'] > 0 and j['tg_tokens_per_s'] > 0 and j['stream_read_gbs'] > 0, j
+assert j['params'] == 2 * 800 * 64 + 64 + 2 * (2 * (64 * 64 + 64) + 2 * (64 * 32 + 32) + 2 * 64 + 8 * 64 + 8 + 8 * 3 * 64 * 32 + 3 * 64 * 64), j"
+echo '{"vocab_size": 800}' > "$dir/bad.json"
+if "$moge" init --config "$dir/bad.json" -o "$dir/x" 2> "$dir/err"; then exit 1; fi
+grep -q "bad.json: missing field 'hidden_size'" "$dir/err"

@@ -1,0 +1,113 @@
+// `moge bench`: llama-bench-like throughput of a model: prompt processing (pp) and token
+// generation (tg) tokens/s, the weight bytes each decoded token reads, and that traffic as a
+// fraction of the machine's memory bandwidth measured in the same run.
+#include <omp.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "commands.h"
+#include "moge/core/error.h"
+#include "moge/core/rng.h"
+#include "moge/kernels/matmul.h"
+#include "moge/kernels/membw.h"
+#include "moge/model/model.h"
+
+namespace moge::cli {
+
+namespace {
+
+double since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Weight bytes one decoded token reads: everything active but the embedding table (one row).
+double decode_weight_bytes(const model::ModelConfig& c, DType dtype) {
+  const double embedding = double(c.vocab_size) * c.hidden_size;
+  return (double(c.active_parameters()) - embedding) * dtype_size(dtype);
+}
+
+uintmax_t safetensors_bytes(const std::string& dir) {
+  uintmax_t total = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().extension() == ".safetensors") total += e.file_size();
+  return total;
+}
+
+}  // namespace
+
+void add_bench_command(CLI::App& app) {
+  struct Args {
+    std::string model, dtype = "bf16";
+    int prompt = 512, gen = 128, threads = 0, repetitions = 2;
+    bool json = false;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = app.add_subcommand("bench", "prompt and generation throughput of a model (llama-bench style)");
+  cmd->add_option("-m,--model", a->model, "model directory")->required();
+  cmd->add_option("-p,--n-prompt", a->prompt, "prompt tokens for pp")->capture_default_str();
+  cmd->add_option("-n,--n-gen", a->gen, "generated tokens for tg")->capture_default_str();
+  cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)");
+  cmd->add_option("-r,--repetitions", a->repetitions, "repetitions of each test (best kept)")->capture_default_str();
+  cmd->add_option("--dtype", a->dtype, "compute dtype: f32 or bf16")->capture_default_str();
+  cmd->add_flag("--json", a->json, "print JSON");
+  cmd->callback([a] {
+    check(a->prompt > 0 && a->gen > 0 && a->repetitions > 0, "-p, -n and -r must be positive");
+    if (a->threads > 0) omp_set_num_threads(a->threads);
+    const DType dtype = parse_dtype(a->dtype);
+    std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
+    model::Model m = model::Model::load(a->model);
+    m.set_compute_dtype(dtype);
+    const model::ModelConfig& c = m.config();
+    Rng rng(1);
+    std::vector<int32_t> tokens(a->prompt + a->gen);
+    for (auto& t : tokens) t = int32_t(rng.below(c.vocab_size));
+    std::vector<float> logits(c.vocab_size);
+
+    double pp = 0, tg = 0;
+    for (int r = 0; r < a->repetitions; ++r) {
+      std::fprintf(stderr, "bench: pp%d / tg%d, repetition %d/%d\n", a->prompt, a->gen, r + 1, a->repetitions);
+      model::KvCache cache(c, a->prompt + a->gen);
+      auto t0 = std::chrono::steady_clock::now();
+      m.forward(tokens.data(), a->prompt, cache, logits.data(), 1);
+      pp = std::max(pp, a->prompt / since(t0));
+      auto t1 = std::chrono::steady_clock::now();
+      for (int i = 0; i < a->gen; ++i) m.forward(&tokens[a->prompt + i], 1, cache, logits.data());
+      tg = std::max(tg, a->gen / since(t1));
+    }
+    const double bytes = decode_weight_bytes(c, dtype);
+    const double decode_gbs = bytes * tg / 1e9;
+    rusage usage{};
+    getrusage(RUSAGE_SELF, &usage);
+    const double rss_gb = usage.ru_maxrss * 1024.0 / 1e9, file_gb = safetensors_bytes(a->model) / 1e9;
+    // After the RSS reading: the bandwidth probe's 1 GB buffer is not the model's memory.
+    std::fprintf(stderr, "bench: measuring memory bandwidth...\n");
+    const double stream_gbs = kernels::measure_read_bandwidth();
+
+    if (a->json) {
+      nlohmann::json j = {{"model", a->model},       {"dtype", a->dtype},
+                          {"threads", omp_get_max_threads()},
+                          {"params", c.total_parameters()}, {"active_params", c.active_parameters()},
+                          {"pp_tokens", a->prompt},  {"pp_tokens_per_s", pp},
+                          {"tg_tokens", a->gen},     {"tg_tokens_per_s", tg},
+                          {"decode_weight_bytes_per_token", bytes}, {"decode_weight_gbs", decode_gbs},
+                          {"stream_read_gbs", stream_gbs}, {"fraction_of_stream", decode_gbs / stream_gbs},
+                          {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb}};
+      std::printf("%s\n", j.dump(2).c_str());
+      return;
+    }
+    std::printf("| model | params | active | dtype | threads | test | t/s |\n|---|---|---|---|---|---|---|\n");
+    for (auto [name, value] : {std::pair{"pp" + std::to_string(a->prompt), pp}, {"tg" + std::to_string(a->gen), tg}})
+      std::printf("| %s | %.2fB | %.2fB | %s | %d | %s | %.2f |\n", a->model.c_str(), c.total_parameters() / 1e9,
+                  c.active_parameters() / 1e9, a->dtype.c_str(), omp_get_max_threads(), name.c_str(), value);
+    std::printf("\ndecode reads %.3f GB of weights a token: %.2f GB/s, %.0f%% of the %.2f GB/s read bandwidth "
+                "measured now\n",
+                bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
+    std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s\n", rss_gb, file_gb, kernels::matmul_isa());
+  });
+}
+
+}  // namespace moge::cli
