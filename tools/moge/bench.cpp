@@ -59,8 +59,7 @@ void add_bench_command(CLI::App& app) {
     if (a->threads > 0) omp_set_num_threads(a->threads);
     const DType dtype = parse_dtype(a->dtype);
     std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
-    model::Model m = model::Model::load(a->model);
-    m.set_compute_dtype(dtype);
+    model::Model m = model::Model::load(a->model, dtype);
     const model::ModelConfig& c = m.config();
     Rng rng(1);
     std::vector<int32_t> tokens(a->prompt + a->gen);

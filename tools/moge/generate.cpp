@@ -63,8 +63,7 @@ void run_generate(GenerateArgs& a) {
 }  // namespace
 
 LoadedModel load_model(const std::string& dir, const std::string& dtype) {
-  LoadedModel lm{tokenizer::Tokenizer::load(dir), model::Model::load(dir)};
-  lm.model.set_compute_dtype(parse_dtype(dtype));
+  LoadedModel lm{tokenizer::Tokenizer::load(dir), model::Model::load(dir, parse_dtype(dtype))};
   check(lm.tok.vocab_size() <= lm.model.config().vocab_size,
         dir + ": the tokenizer has " + std::to_string(lm.tok.vocab_size()) + " pieces, more than the model's vocab_size " +
             std::to_string(lm.model.config().vocab_size));

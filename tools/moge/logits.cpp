@@ -47,8 +47,7 @@ void add_logits_command(CLI::App& app) {
   cmd->callback([a] {
     if (a->threads > 0) omp_set_num_threads(a->threads);
     auto ids = parse_ids(a->tokens);
-    model::Model m = model::Model::load(a->model);
-    m.set_compute_dtype(parse_dtype(a->dtype));
+    model::Model m = model::Model::load(a->model, parse_dtype(a->dtype));
     model::KvCache cache(m.config(), int64_t(ids.size()));
     Tensor logits({int64_t(ids.size()), m.config().vocab_size});
     m.forward(ids.data(), int64_t(ids.size()), cache, logits.f32());

@@ -27,23 +27,33 @@ Tensor::Tensor(Shape shape, DType dtype)
     : shape_(std::move(shape)),
       dtype_(dtype),
       numel_(shape_numel(shape_)),
-      buffer_(size_t(numel_) * dtype_size(dtype)) {}
+      buffer_(size_t(numel_) * dtype_size(dtype)),
+      data_(buffer_.data()) {}
+
+Tensor Tensor::view(const void* data, Shape shape, DType dtype) {
+  Tensor t;
+  t.shape_ = std::move(shape);
+  t.dtype_ = dtype;
+  t.numel_ = shape_numel(t.shape_);
+  t.data_ = static_cast<std::byte*>(const_cast<void*>(data));
+  return t;
+}
 
 float* Tensor::f32() {
   assert(dtype_ == DType::f32);
-  return reinterpret_cast<float*>(buffer_.data());
+  return reinterpret_cast<float*>(data_);
 }
 const float* Tensor::f32() const {
   assert(dtype_ == DType::f32);
-  return reinterpret_cast<const float*>(buffer_.data());
+  return reinterpret_cast<const float*>(data_);
 }
 bf16* Tensor::bf16_data() {
   assert(dtype_ == DType::bf16);
-  return reinterpret_cast<bf16*>(buffer_.data());
+  return reinterpret_cast<bf16*>(data_);
 }
 const bf16* Tensor::bf16_data() const {
   assert(dtype_ == DType::bf16);
-  return reinterpret_cast<const bf16*>(buffer_.data());
+  return reinterpret_cast<const bf16*>(data_);
 }
 
 void Tensor::fill(float value) {

@@ -1,6 +1,8 @@
 #pragma once
-// Tensor: an owning, contiguous, row-major array of one dtype with a shape. No autograd, no
-// strides: layers own their forward/backward and pass plain pointers to the kernels.
+// Tensor: a contiguous, row-major array of one dtype with a shape. No autograd, no strides:
+// layers own their forward/backward and pass plain pointers to the kernels. Usually it owns its
+// memory; Tensor::view wraps memory someone else owns (a memory-mapped checkpoint), which must
+// outlive it and may be read-only.
 #include <cstdint>
 #include <initializer_list>
 #include <string>
@@ -20,6 +22,8 @@ class Tensor {
  public:
   Tensor() = default;
   Tensor(Shape shape, DType dtype = DType::f32);  // zero-filled
+  static Tensor view(const void* data, Shape shape, DType dtype);
+  bool is_view() const { return data_ != nullptr && buffer_.data() == nullptr; }
 
   const Shape& shape() const { return shape_; }
   int64_t dim(int i) const { return shape_.at(i < 0 ? shape_.size() + i : i); }
@@ -29,8 +33,8 @@ class Tensor {
   bool empty() const { return numel_ == 0; }
   size_t bytes() const { return size_t(numel_) * dtype_size(dtype_); }
 
-  void* raw() { return buffer_.data(); }
-  const void* raw() const { return buffer_.data(); }
+  void* raw() { return data_; }
+  const void* raw() const { return data_; }
   float* f32();
   const float* f32() const;
   bf16* bf16_data();
@@ -44,6 +48,7 @@ class Tensor {
   DType dtype_ = DType::f32;
   int64_t numel_ = 0;
   AlignedBuffer buffer_;
+  std::byte* data_ = nullptr;  // buffer_.data(), or the viewed memory
 };
 
 }  // namespace moge

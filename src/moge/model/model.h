@@ -16,11 +16,13 @@
 
 namespace moge::model {
 
+class Checkpoint;
+
 struct DecoderLayer {
   Tensor input_norm;  // [d]
   Tensor post_norm;   // [d]
   Linear q, k, v, o;  // biased
-  std::unique_ptr<moe::MoeLayer> moe;
+  std::unique_ptr<moe::MoeLayer> moe;  // built for inference
 };
 
 // Keys and values of every layer for up to `capacity` positions, f32 [capacity, kv_dim].
@@ -35,14 +37,20 @@ struct KvCache {
 
 class Model {
  public:
+  Model();
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
   // Loads DIR/config.json and the safetensors weights (single file or shards). Throws Error
   // naming the file or the tensor at fault; tensors the model does not use are reported on
   // stderr.
-  static Model load(const std::string& dir);
+  // `dtype`: the weights every GEMM but the router gate runs on. Matrices already stored in that
+  // dtype are used in place, memory-mapped (no copy); others are converted at load.
+  static Model load(const std::string& dir, DType dtype = DType::f32);
 
   const ModelConfig& config() const { return cfg_; }
-  // bf16: every GEMM but the router gate on bf16 weight copies.
-  void set_compute_dtype(DType dtype);
+  DType dtype() const { return dtype_; }
 
   // Runs `tokens` new tokens at positions cache.length.. and appends them to the cache. Writes
   // logits [n, vocab] for the last `logit_rows` tokens (all when logit_rows < 0) to `logits`.
@@ -50,7 +58,9 @@ class Model {
 
  private:
   ModelConfig cfg_;
-  Tensor embed_;       // [V, d]
+  DType dtype_ = DType::f32;
+  std::unique_ptr<Checkpoint> checkpoint_;  // mapped files the weight views point into
+  Tensor embed_;       // [V, d] f32 or bf16 (rows converted on lookup)
   Tensor final_norm_;  // [d]
   Linear lm_head_;     // [V, d]
   std::vector<DecoderLayer> layers_;

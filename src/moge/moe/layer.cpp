@@ -57,6 +57,49 @@ void MoeWeights::check(const MoeConfig& cfg) const {
 MoeLayer::MoeLayer(const MoeConfig& cfg, MoeWeights weights) : cfg_(cfg), w_(std::move(weights)) {
   cfg_.validate();
   w_.check(cfg_);
+  bind_master_weights();
+}
+
+namespace {
+MatRef as_matrix(const Tensor& t) {
+  return t.dtype() == DType::f32 ? MatRef::f32(t.f32(), t.dim(-1)) : MatRef::bf16(t.bf16_data(), t.dim(-1));
+}
+
+void check_tensor(const Tensor& t, const Shape& shape, const std::string& name, bool f32_only) {
+  moge::check(t.shape() == shape, "MoE weight '" + name + "' has shape " + shape_str(t.shape()) + ", expected " +
+                                      shape_str(shape));
+  moge::check(!f32_only || t.dtype() == DType::f32, "MoE weight '" + name + "' must be f32");
+}
+}  // namespace
+
+MoeLayer MoeLayer::for_inference(const MoeConfig& cfg, MoeInferenceWeights w) {
+  cfg.validate();
+  const int64_t n = cfg.router.num_experts, d = cfg.d_model, f = cfg.expert_ff, s = cfg.shared_ff;
+  check_tensor(w.gate, {n, d}, "gate", true);
+  check_tensor(w.router_scale, {1, n}, "router_scale", true);
+  check(int64_t(w.experts_gate.size()) == n && int64_t(w.experts_up.size()) == n && int64_t(w.experts_down.size()) == n,
+        "MoE inference weights need " + std::to_string(n) + " experts");
+  MoeLayer layer;
+  layer.cfg_ = cfg;
+  layer.has_masters_ = false;
+  for (int64_t e = 0; e < n; ++e) {
+    const std::string j = "experts." + std::to_string(e) + ".";
+    check_tensor(w.experts_gate[e], {f, d}, j + "gate_proj", false);
+    check_tensor(w.experts_up[e], {f, d}, j + "up_proj", false);
+    check_tensor(w.experts_down[e], {d, f}, j + "down_proj", false);
+    layer.experts_.push_back({as_matrix(w.experts_gate[e]), as_matrix(w.experts_up[e]), as_matrix(w.experts_down[e])});
+  }
+  if (s > 0) {
+    check_tensor(w.shared_gate, {s, d}, "shared_expert.gate_proj", false);
+    check_tensor(w.shared_up, {s, d}, "shared_expert.up_proj", false);
+    check_tensor(w.shared_down, {d, s}, "shared_expert.down_proj", false);
+    layer.shared_ = {as_matrix(w.shared_gate), as_matrix(w.shared_up), as_matrix(w.shared_down)};
+  }
+  layer.inference_ = std::move(w);  // Tensor moves keep data pointers: the refs stay valid
+  layer.gate_ = layer.inference_.gate.f32();
+  layer.router_scale_ = layer.inference_.router_scale.f32();
+  layer.compute_dtype_ = layer.inference_.experts_gate.empty() ? DType::f32 : layer.inference_.experts_gate[0].dtype();
+  return layer;
 }
 
 void MoeLayer::init_random(uint64_t seed) {
@@ -80,11 +123,13 @@ void MoeLayer::init_random(uint64_t seed) {
 }
 
 void MoeLayer::set_compute_dtype(DType dtype) {
+  moge::check(has_masters_, "set_compute_dtype needs master weights (this layer was built for inference)");
   compute_dtype_ = dtype;
   std::pair<Tensor*, const Tensor*> copies[] = {
       {&c_experts_gate_, &w_.experts_gate}, {&c_experts_up_, &w_.experts_up}, {&c_experts_down_, &w_.experts_down},
       {&c_shared_gate_, &w_.shared_gate},   {&c_shared_up_, &w_.shared_up},   {&c_shared_down_, &w_.shared_down}};
   for (auto [copy, master] : copies) *copy = dtype == DType::f32 ? Tensor() : master->to(dtype);
+  bind_master_weights();
 }
 
 namespace {
@@ -101,20 +146,23 @@ T* sized(std::vector<T>& v, size_t n) {
 }
 }  // namespace
 
-MlpWeights MoeLayer::expert_weights(int e) const {
+void MoeLayer::bind_master_weights() {
   const int64_t d = cfg_.d_model, f = cfg_.expert_ff;
-  return {matrix(w_.experts_gate, c_experts_gate_, e * f * d, d), matrix(w_.experts_up, c_experts_up_, e * f * d, d),
-          matrix(w_.experts_down, c_experts_down_, e * d * f, f)};
-}
-
-MlpWeights MoeLayer::shared_weights() const {
-  return {matrix(w_.shared_gate, c_shared_gate_, 0, cfg_.d_model), matrix(w_.shared_up, c_shared_up_, 0, cfg_.d_model),
-          matrix(w_.shared_down, c_shared_down_, 0, cfg_.shared_ff)};
+  gate_ = w_.gate.f32();
+  router_scale_ = w_.router_scale.f32();
+  experts_.clear();
+  for (int64_t e = 0; e < cfg_.router.num_experts; ++e)
+    experts_.push_back({matrix(w_.experts_gate, c_experts_gate_, e * f * d, d),
+                        matrix(w_.experts_up, c_experts_up_, e * f * d, d),
+                        matrix(w_.experts_down, c_experts_down_, e * d * f, f)});
+  if (cfg_.shared_ff > 0)
+    shared_ = {matrix(w_.shared_gate, c_shared_gate_, 0, d), matrix(w_.shared_up, c_shared_up_, 0, d),
+               matrix(w_.shared_down, c_shared_down_, 0, cfg_.shared_ff)};
 }
 
 float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) const {
   const int d = cfg_.d_model, f = cfg_.expert_ff, s = cfg_.shared_ff, n = cfg_.router.num_experts;
-  router_forward(cfg_.router, x, tokens, d, w_.gate.f32(), w_.router_scale.f32(), c.routing);
+  router_forward(cfg_.router, x, tokens, d, gate_, router_scale_, c.routing);
   c.aux_loss = cfg_.aux_alpha > 0 ? aux_loss(c.routing, n, cfg_.aux_alpha) : 0.0f;
   c.dispatch = make_dispatch(c.routing, n);
 
@@ -125,12 +173,12 @@ float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) c
   gather_rows(c.dispatch, x, d, xs);
   for (int e = 0; e < n; ++e) {
     const int64_t r0 = c.dispatch.offsets[e];
-    mlp_forward(c.dispatch.expert_rows(e), d, f, xs + r0 * d, expert_weights(e), {g + r0 * f, u + r0 * f, h + r0 * f},
+    mlp_forward(c.dispatch.expert_rows(e), d, f, xs + r0 * d, experts_[e], {g + r0 * f, u + r0 * f, h + r0 * f},
                 ye + r0 * d);
   }
 
   if (s > 0) {  // the shared expert writes y; the routed experts add to it
-    mlp_forward(tokens, d, s, x, shared_weights(),
+    mlp_forward(tokens, d, s, x, shared_,
                 {sized(c.sg, tokens * s), sized(c.su, tokens * s), sized(c.sh, tokens * s)}, y);
   } else {
     std::fill(y, y + tokens * d, 0.0f);
@@ -143,9 +191,10 @@ void MoeLayer::backward(const float* x, MoeCache& c, const float* dy, float aux_
                         MoeWeights& grads) const {
   const int d = cfg_.d_model, f = cfg_.expert_ff, s = cfg_.shared_ff, n = cfg_.router.num_experts;
   const int64_t tokens = c.routing.tokens, rows = c.dispatch.rows();
+  moge::check(has_masters_, "backward needs master weights (this layer was built for inference)");
 
   if (s > 0) {
-    mlp_backward(tokens, d, s, x, shared_weights(), {c.sg.data(), c.su.data(), c.sh.data()}, dy, dx,
+    mlp_backward(tokens, d, s, x, shared_, {c.sg.data(), c.su.data(), c.sh.data()}, dy, dx,
                  grads.shared_gate.f32(), grads.shared_up.f32(), grads.shared_down.f32());
   } else {
     std::fill(dx, dx + tokens * d, 0.0f);
@@ -156,7 +205,7 @@ void MoeLayer::backward(const float* x, MoeCache& c, const float* dy, float aux_
   combine_rows_backward(c.dispatch, c.ye.data(), c.routing.weight.data(), dy, d, d_ye.data(), d_weight.data());
   for (int e = 0; e < n; ++e) {
     const int64_t r0 = c.dispatch.offsets[e];
-    mlp_backward(c.dispatch.expert_rows(e), d, f, c.xs.data() + r0 * d, expert_weights(e),
+    mlp_backward(c.dispatch.expert_rows(e), d, f, c.xs.data() + r0 * d, experts_[e],
                  {c.g.data() + r0 * f, c.u.data() + r0 * f, c.h.data() + r0 * f}, d_ye.data() + r0 * d,
                  d_xs.data() + r0 * d, grads.experts_gate.f32() + e * f * d, grads.experts_up.f32() + e * f * d,
                  grads.experts_down.f32() + e * d * f);

@@ -33,6 +33,16 @@ struct MoeWeights {
   std::vector<std::pair<const char*, Tensor*>> named();
 };
 
+// Inference-only weights: one tensor per projection per expert, each f32 or bf16 (the GEMM runs
+// in that dtype), possibly views of a memory-mapped checkpoint (no copy at load). The router gate
+// and router_scale are f32.
+struct MoeInferenceWeights {
+  Tensor gate;          // [N, d] f32
+  Tensor router_scale;  // [1, N] f32
+  std::vector<Tensor> experts_gate, experts_up, experts_down;  // N each: [F, d], [F, d], [d, F]
+  Tensor shared_gate, shared_up, shared_down;                   // empty when S = 0
+};
+
 // What forward leaves for backward. Sized on demand; reuse one across calls to avoid allocation.
 struct MoeCache {
   Routing routing;
@@ -48,6 +58,9 @@ class MoeLayer {
  public:
   MoeLayer(const MoeConfig& cfg, MoeWeights weights);  // validates cfg and weight shapes
   explicit MoeLayer(const MoeConfig& cfg) : MoeLayer(cfg, MoeWeights::zeros(cfg)) {}
+  // Forward only: backward(), weights() and set_compute_dtype() need master weights.
+  static MoeLayer for_inference(const MoeConfig& cfg, MoeInferenceWeights weights);
+  bool has_master_weights() const { return has_masters_; }
 
   const MoeConfig& config() const { return cfg_; }
   const MoeWeights& weights() const { return w_; }
@@ -70,14 +83,22 @@ class MoeLayer {
                 MoeWeights& grads) const;
 
  private:
-  MlpWeights expert_weights(int e) const;
-  MlpWeights shared_weights() const;
+  MoeLayer() = default;
+  void bind_master_weights();  // points the compute refs at w_ or its bf16 copies
 
   MoeConfig cfg_;
   MoeWeights w_;
+  bool has_masters_ = true;
   DType compute_dtype_ = DType::f32;
   // bf16 copies of the six expert/shared matrices when compute_dtype_ is bf16.
   Tensor c_experts_gate_, c_experts_up_, c_experts_down_, c_shared_gate_, c_shared_up_, c_shared_down_;
+  MoeInferenceWeights inference_;  // the weights of a for_inference layer
+
+  // What forward computes with: the router's f32 tensors and every expert's GEMM operands.
+  const float* gate_ = nullptr;
+  const float* router_scale_ = nullptr;
+  std::vector<MlpWeights> experts_;
+  MlpWeights shared_{};
 };
 
 }  // namespace moge::moe
