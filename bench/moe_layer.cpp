@@ -22,6 +22,8 @@
 // one perfectly shaped call: what a fully fused layer could reach with the same library. The
 // fwd+bwd rows are compared against this same GEMM (its GFLOP/s), not a 3× larger one.
 #include <omp.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -45,12 +47,24 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr int kD = 2048, kN = 64, kM = 8, kK = 8, kF = 1024, kS = 4096;
+constexpr double kMinCpuShare = 0.9;  // below: the row is flagged as measured on a busy machine
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// CPU seconds (user + system) this process has used so far, all threads.
+double process_cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
 
 struct Timing {
   double seconds;  // a call
   int reps;
+  // CPU time / (wall time × threads) over the timed repetitions. Idle OpenMP threads spin for a
+  // while before they sleep, so an unloaded machine gives ~0.95-1; well below means other
+  // processes took our cores (a shared machine with few cores) and the row is not to be trusted.
+  double cpu_share;
 };
 
 // Runs f once to warm up, then times repetitions until min_seconds have passed and at least
@@ -59,12 +73,14 @@ template <class F>
 Timing time_per_call(F&& f, double min_seconds, int min_reps) {
   f();
   int reps = 0;
+  const double cpu0 = process_cpu_seconds();
   auto t0 = Clock::now();
   do {
     f();
     ++reps;
   } while (reps < min_reps || seconds_since(t0) < min_seconds);
-  return {seconds_since(t0) / reps, reps};
+  const double wall = seconds_since(t0);
+  return {wall / reps, reps, (process_cpu_seconds() - cpu0) / (wall * omp_get_max_threads())};
 }
 
 std::string cpu_model() {
@@ -78,28 +94,34 @@ double forward_flops(int64_t t) {
   return 2.0 * t * kD * kN + 2.0 * t * kK * 3.0 * kD * kF + 2.0 * t * 3.0 * kD * kS;
 }
 
-int64_t baseline_n(int64_t t) { return std::max<int64_t>(1, int64_t(forward_flops(t) / (2.0 * t * kD) + 0.5)); }
+// n of the baseline GEMM: forward_flops(T) / (2·T·d), the same for every T.
+constexpr int64_t kBaselineN = kN + kK * 3 * kF + 3 * kS;
 
-void fill_normal(Rng& rng, float* p, int64_t n, float sd) {
-  for (int64_t i = 0; i < n; ++i) p[i] = rng.normal() * sd;
+void fill_normal(Rng& rng, float* p, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) p[i] = rng.normal();
 }
 
-// The baseline GEMM [t, kD] · [kD, n] (see the top of the file); returns its GFLOP/s.
-double baseline_gflops(int64_t t, DType dtype, double min_seconds, int min_reps) {
-  const int64_t n = baseline_n(t);
-  Rng rng(3);
-  std::vector<float> a(t * kD), c(t * n);
-  fill_normal(rng, a.data(), int64_t(a.size()), 1.0f);
-  // Random, not zero, weights: zero-filled pages may never be touched until written.
-  Tensor w({n, kD});
-  fill_normal(rng, w.f32(), w.numel(), 0.02f);
-  Tensor b = dtype == DType::f32 ? std::move(w) : w.to(dtype);
-  kernels::MatRef bref = dtype == DType::f32 ? kernels::MatRef::f32(b.f32(), kD, true)
-                                             : kernels::MatRef::bf16(b.bf16_data(), kD, true);
-  Timing tm = time_per_call(
-      [&] { kernels::matmul(t, n, kD, kernels::MatRef::f32(a.data(), kD), bref, c.data(), n); }, min_seconds, min_reps);
-  return 2.0 * t * n * kD / tm.seconds / 1e9;
-}
+// The baseline GEMM's weight B, stored [n, k] like a PyTorch weight and used transposed; one B
+// serves every T. Random values, not zeros, so the timing cannot profit from untouched pages.
+struct Baseline {
+  static constexpr int64_t n = kBaselineN;
+  Tensor f32_b, bf16_b;
+  Baseline() : f32_b({n, kD}) {
+    Rng rng(3);
+    float* p = f32_b.f32();
+    for (int64_t i = 0; i < f32_b.numel(); ++i) p[i] = rng.uniform(-0.05f, 0.05f);
+    bf16_b = f32_b.to(DType::bf16);
+  }
+
+  // [t, kD] · [kD, n] in the given weight dtype.
+  Timing time(const float* a, int64_t t, DType dtype, double min_seconds, int min_reps) const {
+    kernels::MatRef b = dtype == DType::f32 ? kernels::MatRef::f32(f32_b.f32(), kD, true)
+                                            : kernels::MatRef::bf16(bf16_b.bf16_data(), kD, true);
+    std::vector<float> c(t * n);
+    return time_per_call([&] { kernels::matmul(t, n, kD, kernels::MatRef::f32(a, kD), b, c.data(), n); },
+                         min_seconds, min_reps);
+  }
+};
 
 struct Row {
   int threads;
@@ -108,6 +130,8 @@ struct Row {
   bool backward;
   double ms, tokens_per_s, gflops, gemm_gflops;
   int reps;
+  double cpu_share, gemm_cpu_share;
+  bool contended() const { return std::min(cpu_share, gemm_cpu_share) < kMinCpuShare; }
 };
 
 [[noreturn]] void usage(const char* prog) {
@@ -118,6 +142,7 @@ struct Row {
 }  // namespace
 
 int main(int argc, char** argv) {
+  const auto program_start = Clock::now();
   bool quick = false;
   std::string json_path;
   for (int i = 1; i < argc; ++i) {
@@ -154,11 +179,13 @@ int main(int argc, char** argv) {
 
   Rng rng(2);
   std::vector<float> x(t_max * kD), y(t_max * kD), dy(t_max * kD), dx(t_max * kD);
-  fill_normal(rng, x.data(), int64_t(x.size()), 1.0f);
-  fill_normal(rng, dy.data(), int64_t(dy.size()), 1.0f);
+  fill_normal(rng, x.data(), int64_t(x.size()));
+  fill_normal(rng, dy.data(), int64_t(dy.size()));
   moe::MoeWeights grads = moe::MoeWeights::zeros(cfg);  // accumulates over repetitions; only timed
   moe::MoeCache cache;
+  const Baseline baseline;
 
+  const bool tty = isatty(2);
   const auto start = Clock::now();
   std::vector<Row> rows;
   const int total = 2 * 2 * int(token_counts.size());  // (threads, dtype, T) steps: fwd, fwd+bwd, GEMM each
@@ -170,12 +197,14 @@ int main(int argc, char** argv) {
       for (int64_t t : token_counts) {
         ++step;
         auto progress = [&](const char* what) {
-          std::fprintf(stderr, "\r[%2d/%d] %d thread%s %-4s T=%-4lld %-7s  (%.0f s elapsed)   ", step, total, threads,
-                       threads > 1 ? "s" : " ", dtype_name(dtype), (long long)t, what, seconds_since(start));
+          std::fprintf(stderr, "%s[%2d/%d] %d thread%s %-4s T=%-4lld %-7s (%.0f s elapsed)%s", tty ? "\r" : "", step,
+                       total, threads, threads > 1 ? "s" : " ", dtype_name(dtype), (long long)t, what,
+                       seconds_since(start), tty ? "   " : "\n");
           std::fflush(stderr);
         };
         progress("GEMM");
-        const double gemm = baseline_gflops(t, dtype, min_seconds, min_reps_for(t));
+        const Timing gemm = baseline.time(x.data(), t, dtype, min_seconds, min_reps_for(t));
+        const double gemm_gflops = 2.0 * t * baseline.n * kD / gemm.seconds / 1e9;
         for (bool backward : {false, true}) {
           progress(backward ? "fwd+bwd" : "fwd");
           const double flops = forward_flops(t) * (backward ? 3.0 : 1.0);
@@ -185,24 +214,32 @@ int main(int argc, char** argv) {
                 if (backward) layer.backward(x.data(), cache, dy.data(), 1.0f, dx.data(), grads);
               },
               min_seconds, min_reps_for(t));
-          rows.push_back({threads, dtype, t, backward, tm.seconds * 1e3, t / tm.seconds, flops / tm.seconds / 1e9, gemm,
-                          tm.reps});
+          rows.push_back({threads, dtype, t, backward, tm.seconds * 1e3, t / tm.seconds, flops / tm.seconds / 1e9,
+                          gemm_gflops, tm.reps, tm.cpu_share, gemm.cpu_share});
         }
       }
     }
   }
   const double elapsed = seconds_since(start);
-  std::fprintf(stderr, "\r%70s\r", "");
+  if (tty) std::fprintf(stderr, "\r%70s\r", "");
 
-  std::printf("\n| threads | dtype | T    | pass    | ms/call   | tokens/s  | GFLOP/s | GEMM GFLOP/s | ratio |\n");
-  std::printf("|--------:|-------|-----:|---------|----------:|----------:|--------:|-------------:|------:|\n");
-  for (const Row& r : rows)
-    std::printf("| %7d | %-5s | %4lld | %-7s | %9.3f | %9.1f | %7.1f | %12.1f | %5.2f |\n", r.threads,
+  std::printf("\n| threads | dtype | T    | pass    | ms/call   | tokens/s  | GFLOP/s | GEMM GFLOP/s | ratio | cpu  |\n");
+  std::printf("|--------:|-------|-----:|---------|----------:|----------:|--------:|-------------:|------:|-----:|\n");
+  int contended = 0;
+  for (const Row& r : rows) {
+    contended += r.contended();
+    std::printf("| %7d | %-5s | %4lld | %-7s | %9.3f | %9.1f | %7.1f | %12.1f | %5.2f | %.2f%s |\n", r.threads,
                 dtype_name(r.dtype), (long long)r.tokens, r.backward ? "fwd+bwd" : "fwd", r.ms, r.tokens_per_s,
-                r.gflops, r.gemm_gflops, r.gflops / r.gemm_gflops);
+                r.gflops, r.gemm_gflops, r.gflops / r.gemm_gflops, std::min(r.cpu_share, r.gemm_cpu_share),
+                r.contended() ? "!" : "");
+  }
+  std::printf("\ncpu = CPU time / (wall time x threads) while timing, the lower of layer and GEMM; \"!\" (< %.2f):\n"
+              "other processes took our cores, the row is unreliable. %d row%s flagged.\n",
+              kMinCpuShare, contended, contended == 1 ? "" : "s");
   std::printf("\nGEMM shapes (m x n x k):");
-  for (int64_t t : token_counts) std::printf(" %lld x %lld x %d;", (long long)t, (long long)baseline_n(t), kD);
-  std::printf(" total %.0f s\n", elapsed);
+  for (int64_t t : token_counts) std::printf(" %lld x %lld x %d;", (long long)t, (long long)kBaselineN, kD);
+  std::printf("\ntime: %.0f s measuring, after %.0f s of setup (init_random, baseline weights)\n", elapsed,
+              std::chrono::duration<double>(start - program_start).count());
 
   std::printf("\ngoal: T=%lld forward >= 80%% of the single GEMM\n", (long long)t_max);
   bool all_met = true;
@@ -210,8 +247,8 @@ int main(int argc, char** argv) {
     if (r.tokens != t_max || r.backward) continue;
     const bool met = r.gflops >= 0.8 * r.gemm_gflops;
     all_met &= met;
-    std::printf("  %d thread%s %-4s: %3.0f%%  %s\n", r.threads, r.threads > 1 ? "s" : " ", dtype_name(r.dtype),
-                100 * r.gflops / r.gemm_gflops, met ? "pass" : "miss");
+    std::printf("  %d thread%s %-4s: %3.0f%%  %s%s\n", r.threads, r.threads > 1 ? "s" : " ", dtype_name(r.dtype),
+                100 * r.gflops / r.gemm_gflops, met ? "pass" : "miss", r.contended() ? " (busy machine, unreliable)" : "");
   }
 
   if (!json_path.empty()) {
@@ -221,7 +258,7 @@ int main(int argc, char** argv) {
     j["openblas_coretype"] = coretype ? nlohmann::json(coretype) : nlohmann::json(nullptr);
     j["config"] = {{"d_model", kD}, {"num_experts", kN}, {"num_groups", kM}, {"top_k", kK},
                    {"expert_ff", kF}, {"shared_ff", kS}, {"routing", "grouped"}, {"quick", quick}};
-    j["seconds"] = elapsed;
+    j["seconds"] = elapsed;  // measuring, without setup
     j["goal_met"] = all_met;
     for (const Row& r : rows)
       j["rows"].push_back({{"threads", r.threads},
@@ -232,9 +269,12 @@ int main(int argc, char** argv) {
                            {"tokens_per_s", r.tokens_per_s},
                            {"gflops", r.gflops},
                            {"gemm_gflops", r.gemm_gflops},
-                           {"gemm_shape", {r.tokens, baseline_n(r.tokens), kD}},
+                           {"gemm_shape", {r.tokens, kBaselineN, kD}},
                            {"ratio", r.gflops / r.gemm_gflops},
-                           {"reps", r.reps}});
+                           {"reps", r.reps},
+                           {"cpu_share", r.cpu_share},
+                           {"gemm_cpu_share", r.gemm_cpu_share},
+                           {"contended", r.contended()}});
     std::ofstream out(json_path);
     if (!out) {
       std::fprintf(stderr, "cannot write %s\n", json_path.c_str());
