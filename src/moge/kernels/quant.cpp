@@ -22,7 +22,12 @@ constexpr int64_t kQ8MaxIn = 131072;  // in · 127 · 127 < 2^31
 constexpr int kQ4Block = 32;
 
 std::string shape(int64_t out, int64_t in) {
-  return "[" + std::to_string(out) + ", " + std::to_string(in) + "]";
+  std::string s = "[";
+  s += std::to_string(out);
+  s += ", ";
+  s += std::to_string(in);
+  s += "]";
+  return s;
 }
 
 void check_finite_row(const float* w, int64_t in, int64_t o, const char* what, int64_t out) {
@@ -233,17 +238,28 @@ void dequantize_q4(const Q4Ref& w, float* dst) {
     }
 }
 
-float quantize_activation_row(const float* x, int64_t n, int8_t* q) {
+namespace {
+
+// quantize_activation_row, with the result XORed by `flip` (0x80: u8 = qx + 128 for vpdpbusd).
+// `omp simd` lets the compiler vectorize the max reduction (max is exact in any order) and the
+// rounding (IEEE, the same in every lane), so every kernel path sees the same integers.
+float quantize_row(const float* x, int64_t n, int8_t* q, uint8_t flip) {
   float amax = 0.0f;
+#pragma omp simd reduction(max : amax)
   for (int64_t k = 0; k < n; ++k) amax = std::max(amax, std::abs(x[k]));
   if (!(amax > 0.0f) || !std::isfinite(amax)) {  // zero row (or garbage in: no UB, zeros out)
-    std::memset(q, 0, size_t(n));
+    std::memset(q, int8_t(flip), size_t(n));
     return 0.0f;
   }
   const float inv = 127.0f / amax;
-  for (int64_t k = 0; k < n; ++k) q[k] = int8_t(std::nearbyint(x[k] * inv));
+#pragma omp simd
+  for (int64_t k = 0; k < n; ++k) q[k] = int8_t(int32_t(std::nearbyint(x[k] * inv)) ^ flip);
   return amax / 127.0f;
 }
+
+}  // namespace
+
+float quantize_activation_row(const float* x, int64_t n, int8_t* q) { return quantize_row(x, n, q, 0); }
 
 // --- Scalar reference kernels --------------------------------------------------------------------------
 
@@ -293,12 +309,8 @@ void gemm_q8(int64_t rows, const float* x, int64_t ldx, const Q8Ref& w, float* y
   const int64_t ld = round_up(w.in, 64);
   s.x.assign(size_t(rows * ld), 0);
   s.scale.resize(size_t(rows));
-  for (int64_t r = 0; r < rows; ++r) {
-    int8_t* xr = s.x.data() + r * ld;
-    s.scale[r] = quantize_activation_row(x + r * ldx, w.in, xr);
-    if (kernel == QuantKernel::avx512_vnni)  // u8 = qx + 128 (two's complement: flip the top bit)
-      for (int64_t k = 0; k < w.in; ++k) xr[k] = int8_t(uint8_t(xr[k]) ^ 0x80u);
-  }
+  const uint8_t flip = kernel == QuantKernel::avx512_vnni ? 0x80 : 0;  // u8 = qx + 128: flip the top bit
+  for (int64_t r = 0; r < rows; ++r) s.scale[r] = quantize_row(x + r * ldx, w.in, s.x.data() + r * ld, flip);
   const detail::QuantActs acts{rows, s.x.data(), ld, nullptr, 0, s.scale.data()};
   auto fn = kernel == QuantKernel::avx512_vnni ? detail::gemm_q8_avx512
             : kernel == QuantKernel::avx2      ? detail::gemm_q8_avx2

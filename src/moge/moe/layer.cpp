@@ -201,23 +201,26 @@ void MoeLayer::backward(const float* x, MoeCache& c, const float* dy, float aux_
   }
 
   // Through the weighted sum: d expert outputs and d routing weights.
-  std::vector<float> d_ye(rows * d), d_xs(rows * d), d_weight(tokens * c.routing.top_k);
-  combine_rows_backward(c.dispatch, c.ye.data(), c.routing.weight.data(), dy, d, d_ye.data(), d_weight.data());
+  float* d_ye = sized(c.d_ye, rows * d);
+  float* d_xs = sized(c.d_xs, rows * d);
+  float* d_weight = sized(c.d_weight, tokens * c.routing.top_k);
+  combine_rows_backward(c.dispatch, c.ye.data(), c.routing.weight.data(), dy, d, d_ye, d_weight);
   for (int e = 0; e < n; ++e) {
     const int64_t r0 = c.dispatch.offsets[e];
     mlp_backward(c.dispatch.expert_rows(e), d, f, c.xs.data() + r0 * d, experts_[e],
-                 {c.g.data() + r0 * f, c.u.data() + r0 * f, c.h.data() + r0 * f}, d_ye.data() + r0 * d,
-                 d_xs.data() + r0 * d, grads.experts_gate.f32() + e * f * d, grads.experts_up.f32() + e * f * d,
+                 {c.g.data() + r0 * f, c.u.data() + r0 * f, c.h.data() + r0 * f}, d_ye + r0 * d,
+                 d_xs + r0 * d, grads.experts_gate.f32() + e * f * d, grads.experts_up.f32() + e * f * d,
                  grads.experts_down.f32() + e * d * f);
   }
-  scatter_add_rows(c.dispatch, d_xs.data(), d, dx);
+  scatter_add_rows(c.dispatch, d_xs, d, dx);
 
   // Through the router: weights -> p (plus the aux loss) -> logits -> gate and x.
-  std::vector<float> d_probs(tokens * n, 0.0f);
-  router_weights_backward(cfg_.router, c.routing, w_.router_scale.f32(), d_weight.data(), d_probs.data(),
+  float* d_probs = sized(c.d_probs, tokens * n);
+  std::fill(d_probs, d_probs + tokens * n, 0.0f);
+  router_weights_backward(cfg_.router, c.routing, router_scale_, d_weight, d_probs,
                           grads.router_scale.f32());
-  if (cfg_.aux_alpha > 0) aux_loss_backward(c.routing, n, cfg_.aux_alpha, aux_grad, d_probs.data());
-  router_logits_backward(cfg_.router, c.routing, x, d, w_.gate.f32(), d_probs.data(), grads.gate.f32(), dx);
+  if (cfg_.aux_alpha > 0) aux_loss_backward(c.routing, n, cfg_.aux_alpha, aux_grad, d_probs);
+  router_logits_backward(cfg_.router, c.routing, x, d, gate_, d_probs, grads.gate.f32(), dx);
 }
 
 }  // namespace moge::moe

@@ -52,6 +52,10 @@ struct MoeCache {
   std::vector<float> g, u, h;     // [R, F] expert activations
   std::vector<float> ye;          // [R, d] expert outputs (unweighted)
   std::vector<float> sg, su, sh;  // [T, S] shared-expert activations
+  // Backward scratch, kept so that repeated steps do not allocate and fault in fresh pages.
+  std::vector<float> d_ye, d_xs;  // [R, d]
+  std::vector<float> d_weight;    // [T, K]
+  std::vector<float> d_probs;     // [T, N]
 };
 
 class MoeLayer {
