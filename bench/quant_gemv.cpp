@@ -6,10 +6,12 @@
 // 1. STREAM-like bandwidth over a 1 GiB f32 array: a read-only sum (the access pattern of weight
 //    streaming: the reference for the ratios below) and a triad a = b + s·c over three 1/3 GiB
 //    arrays (counted as 3 streams, no write-allocate), best of 5, with 1 and 2 OpenMP threads.
-// 2. y[rows, out] = x[rows, in] · Wᵀ over 64 different weight matrices of one expert-like shape
-//    (out, in) = (1024, 2048) and (2048, 1024), called one after the other (a "sweep"): 64 × 2 M
-//    weights = 128 MiB int8, 256 MiB bf16, 72 MiB Q4, far beyond the 32 MiB L3, so every call
-//    streams its weights from DRAM as in MoE decode. Formats: bf16 (matmul, oneDNN), Q8, Q4.
+// 2. y[rows, out] = x[rows, in] · Wᵀ over many different weight matrices of one expert-like
+//    shape (out, in) = (1024, 2048) and (2048, 1024), called one after the other (a "sweep"), as
+//    many as make >= 256 MiB in that format: 64 bf16, 128 Q8, 228 Q4 matrices (2 M weights
+//    each), 8x the 32 MiB L3, so every call streams its weights from DRAM as in MoE decode.
+//    (With only 64 Q4 matrices, 72 MiB, the victim L3 still served part of each sweep: Q4 read
+//    ~118% of STREAM.) Formats: bf16 (moge::kernels::matmul, oneDNN), Q8, Q4.
 //    rows = 1 (decode GEMV), 8 and 16 (small batches).
 //    weight GB/s = bytes of all weight arrays (incl. scales) per sweep / sweep time, and its
 //    ratio to the read-only STREAM bandwidth of the same thread count (goal: >= 85% for Q8 at
@@ -40,7 +42,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr int kExperts = 64;
+constexpr int kMinMatrices = 64;
+constexpr size_t kSweepBytes = size_t(256) << 20;
+
+int matrices_for(size_t bytes) { return std::max<int>(kMinMatrices, int((kSweepBytes + bytes - 1) / bytes)); }
 constexpr double kMinCpuShare = 0.9;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
@@ -133,8 +138,8 @@ struct Experts {
     bytes_bf16 = b.size();
     bytes_q8 = q8_0.bytes();
     bytes_q4 = q4_0.bytes();
-    for (int e = 0; e < kExperts; ++e) {
-      bf16.push_back(clone(b));
+    for (int e = 0; e < matrices_for(bytes_bf16); ++e) bf16.push_back(clone(b));
+    for (int e = 0; e < matrices_for(bytes_q8); ++e) {
       kernels::Q8Weight a;
       a.out = out;
       a.in = in;
@@ -142,6 +147,8 @@ struct Experts {
       a.scale = clone(q8_0.scale);
       a.row_sum = clone(q8_0.row_sum);
       q8.push_back(std::move(a));
+    }
+    for (int e = 0; e < matrices_for(bytes_q4); ++e) {
       kernels::Q4Weight c;
       c.out = out;
       c.in = in;
@@ -180,8 +187,8 @@ int main(int argc, char** argv) {
   if (max_threads < 2 || quick) thread_counts = {std::min(2, max_threads)};
   const char* coretype = std::getenv("OPENBLAS_CORETYPE");
 
-  std::printf("# quant_gemv: %d expert matrices per sweep; cpu: %s\n", kExperts,
-              first_line_of("/proc/cpuinfo", "model name").c_str());
+  std::printf("# quant_gemv: sweeps of >= %zu MiB of weights (>= %d matrices); cpu: %s\n", kSweepBytes >> 20,
+              kMinMatrices, first_line_of("/proc/cpuinfo", "model name").c_str());
   std::printf("# kernels: quantized %s, bf16 oneDNN %s; OPENBLAS_CORETYPE=%s; loadavg at start: %s\n",
               kernels::quant_kernel_name(), kernels::matmul_isa(), coretype ? coretype : "(unset)",
               first_line_of("/proc/loadavg", nullptr).c_str());
@@ -211,8 +218,8 @@ int main(int argc, char** argv) {
   std::vector<Row> results;
   const auto start = Clock::now();
   for (auto [out, in] : {std::pair<int64_t, int64_t>{1024, 2048}, {2048, 1024}}) {
-    std::fprintf(stderr, "gemv: building %d experts of [%lld, %lld] in bf16, q8, q4...\n", kExperts,
-                 (long long)out, (long long)in);
+    std::fprintf(stderr, "gemv: building >= %zu MiB of [%lld, %lld] matrices in each of bf16, q8, q4...\n",
+                 kSweepBytes >> 20, (long long)out, (long long)in);
     const Experts ex(out, in);
     Rng rng(5);
     std::vector<float> x(size_t(16 * in)), y(size_t(16 * out));
@@ -226,13 +233,15 @@ int main(int argc, char** argv) {
                        format_name(f), (long long)rows, t, seconds_since(start));
           Timing tm;
           size_t bytes;
+          int count;
           std::string kernel;
           if (f == Format::bf16) {
             bytes = ex.bytes_bf16;
+            count = int(ex.bf16.size());
             kernel = std::string("onednn ") + kernels::matmul_isa();
             tm = time_median(
                 [&] {
-                  for (int e = 0; e < kExperts; ++e)
+                  for (int e = 0; e < count; ++e)
                     kernels::matmul(rows, out, in, kernels::MatRef::f32(x.data(), in),
                                     kernels::MatRef::bf16(reinterpret_cast<const moge::bf16*>(ex.bf16[e].data()), in, true),
                                     y.data(), out);
@@ -240,22 +249,24 @@ int main(int argc, char** argv) {
                 min_reps, min_seconds);
           } else if (f == Format::q8) {
             bytes = ex.bytes_q8;
+            count = int(ex.q8.size());
             kernel = kernels::quant_kernel_name();
             tm = time_median(
                 [&] {
-                  for (int e = 0; e < kExperts; ++e) kernels::gemm_q8(rows, x.data(), in, ex.q8[e], y.data(), out);
+                  for (int e = 0; e < count; ++e) kernels::gemm_q8(rows, x.data(), in, ex.q8[e], y.data(), out);
                 },
                 min_reps, min_seconds);
           } else {
             bytes = ex.bytes_q4;
+            count = int(ex.q4.size());
             kernel = kernels::quant_kernel_name();
             tm = time_median(
                 [&] {
-                  for (int e = 0; e < kExperts; ++e) kernels::gemm_q4(rows, x.data(), in, ex.q4[e], y.data(), out);
+                  for (int e = 0; e < count; ++e) kernels::gemm_q4(rows, x.data(), in, ex.q4[e], y.data(), out);
                 },
                 min_reps, min_seconds);
           }
-          const double per_matrix = tm.seconds / kExperts;
+          const double per_matrix = tm.seconds / count;
           if (f == Format::bf16) bf16_us = per_matrix * 1e6;
           const double gbs = double(bytes) / per_matrix / 1e9;
           results.push_back({t, out, in, rows, f, kernel, per_matrix * 1e6, gbs, gbs / stream[t].read_gbs,
@@ -266,7 +277,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  std::printf("\n## GEMV / small GEMM over %d matrices (median sweep)\n\n", kExperts);
+  std::printf("\n## GEMV / small GEMM, sweeps over >= %zu MiB of weights (median sweep)\n\n", kSweepBytes >> 20);
   std::printf("| threads | out×in | rows | format | kernel | µs/matrix | weight GB/s | of STREAM read | GOP/s | "
               "tokens/s (one matrix) | speed-up vs bf16 | note |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const Row& r : results)

@@ -104,7 +104,7 @@ TEST(PanguModel, Bf16CheckpointLoadsExactly) {
 // stated logit error 0.05 against the f64 reference on the same weights; keeps the greedy
 // continuation.
 TEST(PanguModel, Bf16ComputeKeepsTheGreedyContinuation) {
-  Model m = Model::load(ref() + "/bf16", DType::bf16);
+  Model m = Model::load(ref() + "/bf16", kernels::WeightFormat::bf16);
   auto tokens = read_ids(ref() + "/reference/tokens.npy");
   double err = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_bf16.npy"));
   EXPECT_LT(err, 0.05);

@@ -14,6 +14,7 @@
 #include "moge/core/rng.h"
 #include "moge/kernels/matmul.h"
 #include "moge/kernels/membw.h"
+#include "moge/kernels/weight.h"
 #include "moge/model/model.h"
 
 namespace moge::cli {
@@ -22,12 +23,6 @@ namespace {
 
 double since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
-// Weight bytes one decoded token reads: everything active but the embedding table (one row).
-double decode_weight_bytes(const model::ModelConfig& c, DType dtype) {
-  const double embedding = double(c.vocab_size) * c.hidden_size;
-  return (double(c.active_parameters()) - embedding) * dtype_size(dtype);
 }
 
 uintmax_t safetensors_bytes(const std::string& dir) {
@@ -52,14 +47,14 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-n,--n-gen", a->gen, "generated tokens for tg")->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)");
   cmd->add_option("-r,--repetitions", a->repetitions, "repetitions of each test (best kept)")->capture_default_str();
-  cmd->add_option("--dtype", a->dtype, "compute dtype: f32 or bf16")->capture_default_str();
+  add_weight_type_option(cmd, a->dtype);
   cmd->add_flag("--json", a->json, "print JSON");
   cmd->callback([a] {
     check(a->prompt > 0 && a->gen > 0 && a->repetitions > 0, "-p, -n and -r must be positive");
     if (a->threads > 0) omp_set_num_threads(a->threads);
-    const DType dtype = parse_dtype(a->dtype);
+    const kernels::WeightFormat format = kernels::parse_weight_format(a->dtype);
     std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
-    model::Model m = model::Model::load(a->model, dtype);
+    model::Model m = model::Model::load(a->model, format);
     const model::ModelConfig& c = m.config();
     Rng rng(1);
     std::vector<int32_t> tokens(a->prompt + a->gen);
@@ -77,7 +72,7 @@ void add_bench_command(CLI::App& app) {
       for (int i = 0; i < a->gen; ++i) m.forward(&tokens[a->prompt + i], 1, cache, logits.data());
       tg = std::max(tg, a->gen / since(t1));
     }
-    const double bytes = decode_weight_bytes(c, dtype);
+    const double bytes = double(m.decode_weight_bytes());
     const double decode_gbs = bytes * tg / 1e9;
     rusage usage{};
     getrusage(RUSAGE_SELF, &usage);
@@ -105,7 +100,8 @@ void add_bench_command(CLI::App& app) {
     std::printf("\ndecode reads %.3f GB of weights a token: %.2f GB/s, %.0f%% of the %.2f GB/s read bandwidth "
                 "measured now\n",
                 bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
-    std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s\n", rss_gb, file_gb, kernels::matmul_isa());
+    std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, quantized kernel %s\n", rss_gb, file_gb,
+                kernels::matmul_isa(), kernels::quant_kernel_name());
   });
 }
 

@@ -61,7 +61,7 @@ void add_chat_command(CLI::App& app) {
   cmd->add_option("-n,--n-predict", a->n_predict, "most tokens a reply")->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)");
   cmd->add_option("-c,--ctx-size", a->context, "context size (KV cache positions)")->capture_default_str();
-  cmd->add_option("--dtype", a->dtype, "compute dtype: f32 or bf16")->capture_default_str();
+  add_weight_type_option(cmd, a->dtype);
   add_sampling_options(cmd, a->sampling);
   cmd->callback([a] { run_chat(*a); });
 }

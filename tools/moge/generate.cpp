@@ -63,7 +63,7 @@ void run_generate(GenerateArgs& a) {
 }  // namespace
 
 LoadedModel load_model(const std::string& dir, const std::string& dtype) {
-  LoadedModel lm{tokenizer::Tokenizer::load(dir), model::Model::load(dir, parse_dtype(dtype))};
+  LoadedModel lm{tokenizer::Tokenizer::load(dir), model::Model::load(dir, kernels::parse_weight_format(dtype))};
   check(lm.tok.vocab_size() <= lm.model.config().vocab_size,
         dir + ": the tokenizer has " + std::to_string(lm.tok.vocab_size()) + " pieces, more than the model's vocab_size " +
             std::to_string(lm.model.config().vocab_size));
@@ -93,7 +93,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("-n,--n-predict", a->n_predict, "tokens to generate")->capture_default_str();
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)");
   cmd->add_option("-c,--ctx-size", a->context, "context size (KV cache positions)")->capture_default_str();
-  cmd->add_option("--dtype", a->dtype, "compute dtype: f32 or bf16")->capture_default_str();
+  add_weight_type_option(cmd, a->dtype);
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming");
   add_sampling_options(cmd, a->sampling);
   cmd->callback([a] { run_generate(*a); });

@@ -42,12 +42,12 @@ void add_logits_command(CLI::App& app) {
   cmd->add_option("-m,--model", a->model, "model directory (config.json + safetensors)")->required();
   cmd->add_option("--tokens", a->tokens, "token ids, space-separated")->required();
   cmd->add_option("-o,--output", a->out, "output .npy file")->required();
-  cmd->add_option("--dtype", a->dtype, "compute dtype: f32 or bf16")->capture_default_str();
+  add_weight_type_option(cmd, a->dtype);
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)");
   cmd->callback([a] {
     if (a->threads > 0) omp_set_num_threads(a->threads);
     auto ids = parse_ids(a->tokens);
-    model::Model m = model::Model::load(a->model, parse_dtype(a->dtype));
+    model::Model m = model::Model::load(a->model, kernels::parse_weight_format(a->dtype));
     model::KvCache cache(m.config(), int64_t(ids.size()));
     Tensor logits({int64_t(ids.size()), m.config().vocab_size});
     m.forward(ids.data(), int64_t(ids.size()), cache, logits.f32());

@@ -21,6 +21,11 @@ KvCache::KvCache(const ModelConfig& cfg, int64_t cap) : capacity(cap) {
 
 namespace {
 
+using kernels::Weight;
+using kernels::WeightFormat;
+
+std::string dims(int64_t out, int64_t in) { return "[" + std::to_string(out) + ", " + std::to_string(in) + "]"; }
+
 // Loads tensors by HF name and remembers which were used.
 class Loader {
  public:
@@ -31,17 +36,71 @@ class Loader {
     used_.insert(name);
     return ckpt_->load_f32(name, shape);
   }
-  // A matrix in `dtype`: a view of the mapped file when stored so, else converted.
-  Tensor matrix(const std::string& name, const Shape& shape, DType dtype) {
+  // An f32 copy of any shape holding `numel` values (scales stored [out] or [out, 1]).
+  Tensor take_vector(const std::string& name, int64_t numel) {
+    const TensorInfo& info = ckpt_->get(name);
+    check(info.numel() == numel, *info.file + ": tensor '" + name + "': expected " + std::to_string(numel) +
+                                     " values, file has shape " + shape_str(info.shape));
+    Tensor stored = take(name, info.shape), flat({numel});
+    if (numel > 0) std::memcpy(flat.f32(), stored.f32(), size_t(numel) * sizeof(float));
+    return flat;
+  }
+
+  // A matrix [out, in] in `dtype` (f32 or bf16): a view of the mapped file when stored so, else
+  // converted.
+  Tensor dense(const std::string& name, int64_t out, int64_t in, DType dtype) {
     const TensorInfo& info = ckpt_->get(name);
     const bool same = (dtype == DType::bf16 && info.dtype == StDType::BF16) ||
                       (dtype == DType::f32 && info.dtype == StDType::F32);
-    if (!same) return take(name, shape).to(dtype);
-    check(info.shape == shape, *info.file + ": tensor '" + name + "': expected shape " + shape_str(shape) +
-                                   ", file has " + shape_str(info.shape));
+    if (!same) return take(name, {out, in}).to(dtype);
+    expect_shape(info, {out, in});
     used_.insert(name);
-    return Tensor::view(info.data, shape, dtype);
+    return Tensor::view(info.data, {out, in}, dtype);
   }
+
+  // The weight `base`.weight [out, in] for GEMMs in `format`. Stored int8 (with weight_scale:
+  // moge convert, or a W8A8 release) or int4 (moge convert), it is used as stored, in place;
+  // stored as floats, it is viewed or converted (quantized) to `format`.
+  Weight weight(const std::string& base, int64_t out, int64_t in, WeightFormat format) {
+    const std::string name = base + ".weight";
+    if (!has(base + ".weight_scale")) {
+      if (format == WeightFormat::f32 || format == WeightFormat::bf16)
+        return Weight::dense(dense(name, out, in, format == WeightFormat::f32 ? DType::f32 : DType::bf16));
+      return Weight::from_f32(take(name, {out, in}), format);
+    }
+    const TensorInfo& info = ckpt_->get(name);
+    used_.insert(name);
+    if (info.dtype == StDType::I8) return int8_weight(base, info, out, in);
+    check(info.dtype == StDType::U8, *info.file + ": tensor '" + name + "' has a weight_scale but dtype " +
+                                         st_dtype_name(info.dtype) + " (I8 for int8, U8 for int4)");
+    expect_shape(info, {out, in / 2});
+    const TensorInfo& scale = ckpt_->get(base + ".weight_scale");
+    used_.insert(scale.name);
+    check(scale.dtype == StDType::F16, *scale.file + ": tensor '" + scale.name + "' must be F16 (int4 block scales)");
+    expect_shape(scale, {out, in / 32});
+    return Weight::q4_view(reinterpret_cast<const uint8_t*>(info.data), reinterpret_cast<const uint16_t*>(scale.data),
+                           out, in);
+  }
+
+  // The bias of `base`: `.bias` (f32 copy), or for a W8A8 release without one, quant_bias
+  // (int32, in units of deq_scale) times deq_scale. Empty when neither is stored.
+  Tensor bias(const std::string& base, int64_t out) {
+    if (has(base + ".bias")) return take(base + ".bias", {out});
+    if (!has(base + ".quant_bias")) return {};
+    const TensorInfo& qb = ckpt_->get(base + ".quant_bias");
+    check(qb.dtype == StDType::I32 && qb.numel() == out,
+          *qb.file + ": tensor '" + qb.name + "' must be I32 with " + std::to_string(out) + " values");
+    used_.insert(qb.name);
+    Tensor deq = take_vector(base + ".deq_scale", out);
+    Tensor b({out});
+    for (int64_t o = 0; o < out; ++o) {
+      int32_t v;
+      std::memcpy(&v, qb.data + 4 * o, 4);
+      b.f32()[o] = float(v) * deq.f32()[o];
+    }
+    return b;
+  }
+
   bool has(const std::string& name) const { return ckpt_->has(name); }
   std::unique_ptr<Checkpoint> release() { return std::move(ckpt_); }
   void report_unused() const {
@@ -54,14 +113,48 @@ class Loader {
   }
 
  private:
+  static void expect_shape(const TensorInfo& info, const Shape& shape) {
+    check(info.shape == shape, *info.file + ": tensor '" + info.name + "': expected shape " + shape_str(shape) +
+                                   ", file has " + shape_str(info.shape));
+  }
+
+  // int8 [out, in] with a per-output-channel weight_scale ([out] or [out, 1], any float dtype).
+  // A W8A8 release may add weight_offset (zero points: w = scale · (q - offset)); nonzero
+  // offsets are folded in by requantizing symmetrically. Its static activation fields
+  // (input_scale, input_offset) are not needed: moge quantizes activations per token at run
+  // time, which is at least as accurate.
+  Weight int8_weight(const std::string& base, const TensorInfo& info, int64_t out, int64_t in) {
+    expect_shape(info, {out, in});
+    Tensor scale = take_vector(base + ".weight_scale", out);
+    for (const char* unused : {".input_scale", ".input_offset"})
+      if (has(base + unused)) used_.insert(base + unused);
+    if (has(base + ".deq_scale") && !has(base + ".quant_bias")) used_.insert(base + ".deq_scale");
+    const int8_t* q = reinterpret_cast<const int8_t*>(info.data);
+    Tensor offset = has(base + ".weight_offset") ? take_vector(base + ".weight_offset", out) : Tensor();
+    bool symmetric = true;
+    for (int64_t o = 0; o < offset.numel(); ++o) symmetric = symmetric && offset.f32()[o] == 0.0f;
+    bool in_range = true;  // our kernels need -128 never to occur (see quant.h)
+    for (int64_t i = 0; i < out * in && in_range; ++i) in_range = q[i] != -128;
+    if (symmetric && in_range) return Weight::q8_view(q, std::move(scale), out, in);
+    Tensor w({out, in});
+    for (int64_t o = 0; o < out; ++o) {
+      const float off = offset.empty() ? 0.0f : offset.f32()[o];
+      for (int64_t k = 0; k < in; ++k) w.f32()[o * in + k] = (float(q[o * in + k]) - off) * scale.f32()[o];
+    }
+    return Weight::from_f32(w, WeightFormat::q8);
+  }
+
   std::unique_ptr<Checkpoint> ckpt_;
   std::set<std::string> used_;
 };
 
-Linear load_linear(Loader& l, const std::string& name, int64_t out, int64_t in, bool bias, DType dtype) {
+Linear load_linear(Loader& l, const std::string& name, int64_t out, int64_t in, bool bias, WeightFormat format) {
   Linear lin;
-  lin.weight = l.matrix(name + ".weight", {out, in}, dtype);
-  if (bias) lin.bias = l.take(name + ".bias", {out});
+  lin.weight = l.weight(name, out, in, format);
+  if (bias) {
+    lin.bias = l.bias(name, out);
+    check(!lin.bias.empty(), "checkpoint: tensor '" + name + ".bias' not found");
+  }
   return lin;
 }
 
@@ -72,19 +165,21 @@ Model::~Model() = default;
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 
-Model Model::load(const std::string& dir, DType dtype) {
+Model Model::load(const std::string& dir, WeightFormat format) {
   Model m;
   m.cfg_ = ModelConfig::from_file(dir + "/config.json");
-  m.dtype_ = dtype;
   const ModelConfig& c = m.cfg_;
   const int64_t d = c.hidden_size, v = c.vocab_size;
   Loader l(dir);
-  m.embed_ = l.matrix("model.embed_tokens.weight", {v, d}, dtype);
+  // The embedding is a table lookup, not a GEMM: kept f32 for f32 runs, else bf16.
+  m.embed_ = l.dense("model.embed_tokens.weight", v, d, format == WeightFormat::f32 ? DType::f32 : DType::bf16);
   m.final_norm_ = l.take("model.norm.weight", {d});
   if (c.tie_word_embeddings && !l.has("lm_head.weight")) {
-    m.lm_head_.weight = Tensor::view(m.embed_.raw(), {v, d}, dtype);
+    m.lm_head_.weight = format == WeightFormat::f32 || format == WeightFormat::bf16
+                            ? Weight::dense(Tensor::view(m.embed_.raw(), {v, d}, m.embed_.dtype()))
+                            : Weight::from_f32(m.embed_.to(DType::f32), format);
   } else {
-    m.lm_head_ = load_linear(l, "lm_head", v, d, false, dtype);
+    m.lm_head_ = load_linear(l, "lm_head", v, d, false, format);
   }
   const moe::MoeConfig moe_cfg = c.moe_config();
   const int64_t n = c.num_experts, f = c.moe_intermediate_size, s = c.shared_expert_intermediate_size;
@@ -93,23 +188,23 @@ Model Model::load(const std::string& dir, DType dtype) {
     DecoderLayer layer;
     layer.input_norm = l.take(p + "input_layernorm.weight", {d});
     layer.post_norm = l.take(p + "post_attention_layernorm.weight", {d});
-    layer.q = load_linear(l, p + "self_attn.q_proj", c.q_dim(), d, true, dtype);
-    layer.k = load_linear(l, p + "self_attn.k_proj", c.kv_dim(), d, true, dtype);
-    layer.v = load_linear(l, p + "self_attn.v_proj", c.kv_dim(), d, true, dtype);
-    layer.o = load_linear(l, p + "self_attn.o_proj", d, c.q_dim(), true, dtype);
+    layer.q = load_linear(l, p + "self_attn.q_proj", c.q_dim(), d, true, format);
+    layer.k = load_linear(l, p + "self_attn.k_proj", c.kv_dim(), d, true, format);
+    layer.v = load_linear(l, p + "self_attn.v_proj", c.kv_dim(), d, true, format);
+    layer.o = load_linear(l, p + "self_attn.o_proj", d, c.q_dim(), true, format);
     moe::MoeInferenceWeights w;
     w.gate = l.take(p + "mlp.gate.weight", {n, d});  // the router stays f32 (MOGE.md §1)
     w.router_scale = l.take(p + "mlp.router_scale", {1, n});
     for (int64_t j = 0; j < n; ++j) {
       const std::string e = p + "mlp.experts." + std::to_string(j) + ".";
-      w.experts_gate.push_back(l.matrix(e + "gate_proj.weight", {f, d}, dtype));
-      w.experts_up.push_back(l.matrix(e + "up_proj.weight", {f, d}, dtype));
-      w.experts_down.push_back(l.matrix(e + "down_proj.weight", {d, f}, dtype));
+      w.experts_gate.push_back(l.weight(e + "gate_proj", f, d, format));
+      w.experts_up.push_back(l.weight(e + "up_proj", f, d, format));
+      w.experts_down.push_back(l.weight(e + "down_proj", d, f, format));
     }
     if (s > 0) {
-      w.shared_gate = l.matrix(p + "mlp.shared_expert.gate_proj.weight", {s, d}, dtype);
-      w.shared_up = l.matrix(p + "mlp.shared_expert.up_proj.weight", {s, d}, dtype);
-      w.shared_down = l.matrix(p + "mlp.shared_expert.down_proj.weight", {d, s}, dtype);
+      w.shared_gate = l.weight(p + "mlp.shared_expert.gate_proj", s, d, format);
+      w.shared_up = l.weight(p + "mlp.shared_expert.up_proj", s, d, format);
+      w.shared_down = l.weight(p + "mlp.shared_expert.down_proj", d, s, format);
     }
     layer.moe = std::make_unique<moe::MoeLayer>(moe::MoeLayer::for_inference(moe_cfg, std::move(w)));
     m.layers_.push_back(std::move(layer));
@@ -117,6 +212,24 @@ Model Model::load(const std::string& dir, DType dtype) {
   l.report_unused();
   m.checkpoint_ = l.release();
   return m;
+}
+
+size_t Model::decode_weight_bytes() const {
+  const ModelConfig& c = cfg_;
+  size_t total = lm_head_.weight.bytes() + size_t(c.hidden_size) * 4;  // + final norm
+  for (const DecoderLayer& layer : layers_) {
+    for (const Linear* lin : {&layer.q, &layer.k, &layer.v, &layer.o})
+      total += lin->weight.bytes() + size_t(lin->bias.numel()) * 4;
+    const moe::MoeInferenceWeights& w = layer.moe->inference_weights();
+    total += size_t(w.gate.numel() + w.router_scale.numel()) * 4;
+    size_t experts = 0;  // all experts; a token reads K of N
+    for (size_t j = 0; j < w.experts_gate.size(); ++j)
+      experts += w.experts_gate[j].bytes() + w.experts_up[j].bytes() + w.experts_down[j].bytes();
+    total += experts / size_t(c.num_experts) * size_t(c.num_experts_per_tok);
+    total += w.shared_gate.bytes() + w.shared_up.bytes() + w.shared_down.bytes();
+    total += size_t(2 * c.hidden_size) * 4;  // norms
+  }
+  return total;
 }
 
 void Model::forward(const int32_t* tokens, int64_t n, KvCache& cache, float* logits, int64_t logit_rows) const {

@@ -45,12 +45,15 @@ class Model {
   // Loads DIR/config.json and the safetensors weights (single file or shards). Throws Error
   // naming the file or the tensor at fault; tensors the model does not use are reported on
   // stderr.
-  // `dtype`: the weights every GEMM but the router gate runs on. Matrices already stored in that
-  // dtype are used in place, memory-mapped (no copy); others are converted at load.
-  static Model load(const std::string& dir, DType dtype = DType::f32);
+  // `format`: the weights every GEMM but the router gate runs on (f32, bf16, int8, int4).
+  // Matrices stored in that format are used in place, memory-mapped (no copy); others are
+  // converted (quantized) at load. Matrices stored quantized (moge convert, or a W8A8 release)
+  // run in their stored format whatever `format` says.
+  static Model load(const std::string& dir, kernels::WeightFormat format = kernels::WeightFormat::f32);
 
   const ModelConfig& config() const { return cfg_; }
-  DType dtype() const { return dtype_; }
+  // Bytes of weights one decoded token streams (all but the embedding table, K experts a layer).
+  size_t decode_weight_bytes() const;
 
   // Runs `tokens` new tokens at positions cache.length.. and appends them to the cache. Writes
   // logits [n, vocab] for the last `logit_rows` tokens (all when logit_rows < 0) to `logits`.
@@ -58,7 +61,6 @@ class Model {
 
  private:
   ModelConfig cfg_;
-  DType dtype_ = DType::f32;
   std::unique_ptr<Checkpoint> checkpoint_;  // mapped files the weight views point into
   Tensor embed_;       // [V, d] f32 or bf16 (rows converted on lookup)
   Tensor final_norm_;  // [d]

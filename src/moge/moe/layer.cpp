@@ -61,22 +61,25 @@ MoeLayer::MoeLayer(const MoeConfig& cfg, MoeWeights weights) : cfg_(cfg), w_(std
 }
 
 namespace {
-MatRef as_matrix(const Tensor& t) {
-  return t.dtype() == DType::f32 ? MatRef::f32(t.f32(), t.dim(-1)) : MatRef::bf16(t.bf16_data(), t.dim(-1));
-}
-
-void check_tensor(const Tensor& t, const Shape& shape, const std::string& name, bool f32_only) {
+void check_tensor(const Tensor& t, const Shape& shape, const std::string& name) {
   moge::check(t.shape() == shape, "MoE weight '" + name + "' has shape " + shape_str(t.shape()) + ", expected " +
                                       shape_str(shape));
-  moge::check(!f32_only || t.dtype() == DType::f32, "MoE weight '" + name + "' must be f32");
+  moge::check(t.dtype() == DType::f32, "MoE weight '" + name + "' must be f32");
+}
+
+const kernels::WeightRef& checked(const kernels::Weight& w, int64_t out, int64_t in, const std::string& name) {
+  moge::check(w.out() == out && w.in() == in, "MoE weight '" + name + "' is [" + std::to_string(w.out()) + ", " +
+                                                  std::to_string(w.in()) + "], expected [" + std::to_string(out) +
+                                                  ", " + std::to_string(in) + "]");
+  return w.ref();
 }
 }  // namespace
 
 MoeLayer MoeLayer::for_inference(const MoeConfig& cfg, MoeInferenceWeights w) {
   cfg.validate();
   const int64_t n = cfg.router.num_experts, d = cfg.d_model, f = cfg.expert_ff, s = cfg.shared_ff;
-  check_tensor(w.gate, {n, d}, "gate", true);
-  check_tensor(w.router_scale, {1, n}, "router_scale", true);
+  check_tensor(w.gate, {n, d}, "gate");
+  check_tensor(w.router_scale, {1, n}, "router_scale");
   check(int64_t(w.experts_gate.size()) == n && int64_t(w.experts_up.size()) == n && int64_t(w.experts_down.size()) == n,
         "MoE inference weights need " + std::to_string(n) + " experts");
   MoeLayer layer;
@@ -84,21 +87,19 @@ MoeLayer MoeLayer::for_inference(const MoeConfig& cfg, MoeInferenceWeights w) {
   layer.has_masters_ = false;
   for (int64_t e = 0; e < n; ++e) {
     const std::string j = "experts." + std::to_string(e) + ".";
-    check_tensor(w.experts_gate[e], {f, d}, j + "gate_proj", false);
-    check_tensor(w.experts_up[e], {f, d}, j + "up_proj", false);
-    check_tensor(w.experts_down[e], {d, f}, j + "down_proj", false);
-    layer.experts_.push_back({as_matrix(w.experts_gate[e]), as_matrix(w.experts_up[e]), as_matrix(w.experts_down[e])});
+    layer.experts_.push_back({checked(w.experts_gate[e], f, d, j + "gate_proj"),
+                              checked(w.experts_up[e], f, d, j + "up_proj"),
+                              checked(w.experts_down[e], d, f, j + "down_proj")});
   }
   if (s > 0) {
-    check_tensor(w.shared_gate, {s, d}, "shared_expert.gate_proj", false);
-    check_tensor(w.shared_up, {s, d}, "shared_expert.up_proj", false);
-    check_tensor(w.shared_down, {d, s}, "shared_expert.down_proj", false);
-    layer.shared_ = {as_matrix(w.shared_gate), as_matrix(w.shared_up), as_matrix(w.shared_down)};
+    layer.shared_ = {checked(w.shared_gate, s, d, "shared_expert.gate_proj"),
+                     checked(w.shared_up, s, d, "shared_expert.up_proj"),
+                     checked(w.shared_down, d, s, "shared_expert.down_proj")};
   }
-  layer.inference_ = std::move(w);  // Tensor moves keep data pointers: the refs stay valid
+  layer.inference_ = std::move(w);  // moves keep the data pointers: the refs stay valid
   layer.gate_ = layer.inference_.gate.f32();
   layer.router_scale_ = layer.inference_.router_scale.f32();
-  layer.compute_dtype_ = layer.inference_.experts_gate.empty() ? DType::f32 : layer.inference_.experts_gate[0].dtype();
+  layer.compute_dtype_ = DType::f32;  // not meaningful without master weights
   return layer;
 }
 
@@ -134,9 +135,13 @@ void MoeLayer::set_compute_dtype(DType dtype) {
 
 namespace {
 // A [rows, cols] matrix starting `offset` elements into t, in t's compute copy when there is one.
-MatRef matrix(const Tensor& master, const Tensor& copy, int64_t offset, int64_t cols) {
-  if (!copy.empty()) return MatRef::bf16(copy.bf16_data() + offset, cols);
-  return MatRef::f32(master.f32() + offset, cols);
+kernels::WeightRef matrix(const Tensor& master, const Tensor& copy, int64_t offset, int64_t rows, int64_t cols) {
+  kernels::WeightRef w;
+  w.out = rows;
+  w.in = cols;
+  w.format = copy.empty() ? kernels::WeightFormat::f32 : kernels::WeightFormat::bf16;
+  w.dense = copy.empty() ? MatRef::f32(master.f32() + offset, cols) : MatRef::bf16(copy.bf16_data() + offset, cols);
+  return w;
 }
 
 template <class T>
@@ -152,12 +157,13 @@ void MoeLayer::bind_master_weights() {
   router_scale_ = w_.router_scale.f32();
   experts_.clear();
   for (int64_t e = 0; e < cfg_.router.num_experts; ++e)
-    experts_.push_back({matrix(w_.experts_gate, c_experts_gate_, e * f * d, d),
-                        matrix(w_.experts_up, c_experts_up_, e * f * d, d),
-                        matrix(w_.experts_down, c_experts_down_, e * d * f, f)});
-  if (cfg_.shared_ff > 0)
-    shared_ = {matrix(w_.shared_gate, c_shared_gate_, 0, d), matrix(w_.shared_up, c_shared_up_, 0, d),
-               matrix(w_.shared_down, c_shared_down_, 0, cfg_.shared_ff)};
+    experts_.push_back({matrix(w_.experts_gate, c_experts_gate_, e * f * d, f, d),
+                        matrix(w_.experts_up, c_experts_up_, e * f * d, f, d),
+                        matrix(w_.experts_down, c_experts_down_, e * d * f, d, f)});
+  const int64_t s = cfg_.shared_ff;
+  if (s > 0)
+    shared_ = {matrix(w_.shared_gate, c_shared_gate_, 0, s, d), matrix(w_.shared_up, c_shared_up_, 0, s, d),
+               matrix(w_.shared_down, c_shared_down_, 0, d, s)};
 }
 
 float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) const {

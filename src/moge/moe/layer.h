@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "moge/core/tensor.h"
+#include "moge/kernels/weight.h"
 #include "moge/moe/config.h"
 #include "moge/moe/dispatch.h"
 #include "moge/moe/mlp.h"
@@ -33,14 +34,14 @@ struct MoeWeights {
   std::vector<std::pair<const char*, Tensor*>> named();
 };
 
-// Inference-only weights: one tensor per projection per expert, each f32 or bf16 (the GEMM runs
-// in that dtype), possibly views of a memory-mapped checkpoint (no copy at load). The router gate
-// and router_scale are f32.
+// Inference-only weights: one matrix per projection per expert, each f32, bf16, int8 or int4
+// (the GEMM runs on that format), possibly views of a memory-mapped checkpoint (no copy at
+// load). The router gate and router_scale are f32.
 struct MoeInferenceWeights {
   Tensor gate;          // [N, d] f32
   Tensor router_scale;  // [1, N] f32
-  std::vector<Tensor> experts_gate, experts_up, experts_down;  // N each: [F, d], [F, d], [d, F]
-  Tensor shared_gate, shared_up, shared_down;                   // empty when S = 0
+  std::vector<kernels::Weight> experts_gate, experts_up, experts_down;  // N each: [F, d], [F, d], [d, F]
+  kernels::Weight shared_gate, shared_up, shared_down;                   // empty when S = 0
 };
 
 // What forward leaves for backward. Sized on demand; reuse one across calls to avoid allocation.
@@ -65,6 +66,7 @@ class MoeLayer {
   // Forward only: backward(), weights() and set_compute_dtype() need master weights.
   static MoeLayer for_inference(const MoeConfig& cfg, MoeInferenceWeights weights);
   bool has_master_weights() const { return has_masters_; }
+  const MoeInferenceWeights& inference_weights() const { return inference_; }
 
   const MoeConfig& config() const { return cfg_; }
   const MoeWeights& weights() const { return w_; }

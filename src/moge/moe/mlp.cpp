@@ -1,5 +1,6 @@
 #include "moge/moe/mlp.h"
 
+#include "moge/core/error.h"
 #include "moge/kernels/swiglu.h"
 
 namespace moge::moe {
@@ -8,18 +9,19 @@ using kernels::MatRef;
 using kernels::matmul;
 
 namespace {
-MatRef transposed(MatRef m) {
-  m.trans = true;
-  return m;
+const MatRef& dense(const kernels::WeightRef& w) {
+  moge::check(w.format == kernels::WeightFormat::f32 || w.format == kernels::WeightFormat::bf16,
+              "backward needs f32 or bf16 weights");
+  return w.dense;
 }
 }  // namespace
 
 void mlp_forward(int64_t rows, int d, int ff, const float* x, const MlpWeights& w, MlpActivations act, float* y) {
   if (rows == 0) return;
-  matmul(rows, ff, d, MatRef::f32(x, d), transposed(w.gate), act.g, ff);
-  matmul(rows, ff, d, MatRef::f32(x, d), transposed(w.up), act.u, ff);
+  kernels::linear(rows, x, w.gate, act.g);
+  kernels::linear(rows, x, w.up, act.u);
   kernels::swiglu_forward(act.g, act.u, act.h, rows * ff);
-  matmul(rows, d, ff, MatRef::f32(act.h, ff), transposed(w.down), y, d);
+  kernels::linear(rows, act.h, w.down, y);
 }
 
 void mlp_backward(int64_t rows, int d, int ff, const float* x, const MlpWeights& w, MlpActivations act,
@@ -28,14 +30,14 @@ void mlp_backward(int64_t rows, int d, int ff, const float* x, const MlpWeights&
   // d down += dyᵀ h;  d h = dy · down  (stored in act.h after its last use)
   matmul(d, ff, rows, MatRef::f32(dy, d, true), MatRef::f32(act.h, ff), d_down, ff, true);
   float* dh = act.h;
-  matmul(rows, ff, d, MatRef::f32(dy, d), w.down, dh, ff);
+  matmul(rows, ff, d, MatRef::f32(dy, d), dense(w.down), dh, ff);
   kernels::swiglu_backward(act.g, act.u, dh, act.g, act.u, rows * ff);
   const float* dg = act.g;
   const float* du = act.u;
   matmul(ff, d, rows, MatRef::f32(dg, ff, true), MatRef::f32(x, d), d_gate, d, true);
   matmul(ff, d, rows, MatRef::f32(du, ff, true), MatRef::f32(x, d), d_up, d, true);
-  matmul(rows, d, ff, MatRef::f32(dg, ff), w.gate, dx, d);
-  matmul(rows, d, ff, MatRef::f32(du, ff), w.up, dx, d, true);
+  matmul(rows, d, ff, MatRef::f32(dg, ff), dense(w.gate), dx, d);
+  matmul(rows, d, ff, MatRef::f32(du, ff), dense(w.up), dx, d, true);
 }
 
 }  // namespace moge::moe

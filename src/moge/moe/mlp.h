@@ -1,16 +1,16 @@
 #pragma once
 // The SwiGLU MLP that every routed expert and the shared expert are:
 //   y = down(silu(gate(x)) * up(x)),  gate/up: [ff, d], down: [d, ff] (PyTorch [out, in]).
-// Weights come as MatRefs so f32 and bf16 copies share one code path; activations and
-// gradients are f32.
+// Weights come as WeightRefs so f32, bf16 and quantized weights share one code path (backward:
+// f32/bf16 only); activations and gradients are f32.
 #include <cstdint>
 
-#include "moge/kernels/matmul.h"
+#include "moge/kernels/weight.h"
 
 namespace moge::moe {
 
 struct MlpWeights {
-  kernels::MatRef gate, up, down;  // untransposed, as stored
+  kernels::WeightRef gate, up, down;  // gate/up [ff, d], down [d, ff]
 };
 
 struct MlpActivations {  // [rows, ff] each, written by forward, read by backward
