@@ -14,6 +14,8 @@ int main(int argc, char** argv) {
   moge::cli::add_chat_command(app);
   moge::cli::add_init_command(app);
   moge::cli::add_bench_command(app);
+  moge::cli::add_tokenizer_command(app);
+  moge::cli::add_data_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
