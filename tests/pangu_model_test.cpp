@@ -7,10 +7,12 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "moge/core/error.h"
 #include "moge/core/npy.h"
 #include "moge/infer/generator.h"
+#include "moge/model/convert.h"
 #include "moge/model/model.h"
 #include "test_util.h"
 
@@ -100,16 +102,98 @@ TEST(PanguModel, Bf16CheckpointLoadsExactly) {
   EXPECT_EQ(greedy(m, tokens, 32), read_ids(ref() + "/reference/greedy_bf16.npy"));
 }
 
-// bf16 compute (bf16 weights and activations in every GEMM but the router, f32 accumulation):
-// stated logit error 0.05 against the f64 reference on the same weights; keeps the greedy
-// continuation.
+// bf16 compute (bf16 weights and GEMM inputs in every GEMM but the router, f32 accumulation)
+// against the reference that rounds the same GEMM inputs to bf16 in float64: stated bound 5e-3
+// (f32 arithmetic, and the rare input that rounds the other way at a tie), greedy kept. Against
+// the unrounded bf16 model the rounding of activations costs more (stated: < 0.1).
 TEST(PanguModel, Bf16ComputeKeepsTheGreedyContinuation) {
   Model m = Model::load(ref() + "/bf16", kernels::WeightFormat::bf16);
   auto tokens = read_ids(ref() + "/reference/tokens.npy");
-  double err = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_bf16.npy"));
-  EXPECT_LT(err, 0.05);
-  RecordProperty("bf16_logit_error", std::to_string(err));
-  EXPECT_EQ(greedy(m, tokens, 32), read_ids(ref() + "/reference/greedy_bf16.npy"));
+  double err = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_bf16_compute.npy"));
+  RecordProperty("bf16_compute_logit_error", std::to_string(err));
+  EXPECT_LT(err, 5e-3);
+  EXPECT_EQ(greedy(m, tokens, 32), read_ids(ref() + "/reference/greedy_bf16_compute.npy"));
+  double cost = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_bf16.npy"));
+  RecordProperty("bf16_compute_vs_bf16_logit_error", std::to_string(cost));
+  EXPECT_LT(cost, 0.1);
+}
+
+// --- Quantized weights ------------------------------------------------------------------------
+using kernels::WeightFormat;
+
+// A converted copy of a reference model, made once per format.
+const std::string& converted(WeightFormat format) {
+  static std::map<WeightFormat, std::string> dirs;
+  auto it = dirs.find(format);
+  if (it != dirs.end()) return it->second;
+  std::string dir = ref() + "/converted_" + kernels::weight_format_name(format);
+  convert_checkpoint(ref() + "/f32", dir, format, 64 << 10);  // small shards: an index is written
+  return dirs[format] = dir;
+}
+
+// The W8A8 release layout (int8 weights with weight_scale/weight_offset, static activation
+// fields, o_proj bias as quant_bias · deq_scale) runs with activations quantized per token. The
+// reference applies the same per-row int8 rounding in float64, so the error left is f32
+// arithmetic plus the rare activation that rounds the other way at a tie: stated bound 2e-3.
+TEST(PanguModel, W8A8ReleaseMatchesTheReference) {
+  Model m = Model::load(ref() + "/w8a8");
+  auto tokens = read_ids(ref() + "/reference/tokens.npy");
+  double err = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_w8a8.npy"));
+  RecordProperty("w8a8_logit_error", std::to_string(err));
+  EXPECT_LT(err, 2e-3);
+  EXPECT_EQ(greedy(m, tokens, 32), read_ids(ref() + "/reference/greedy_w8a8.npy"));
+}
+
+// moge convert --type int8 quantizes the f32 weights as the release does (per-channel
+// max/127), so the converted model matches the same W8A8 reference; the o_proj biases differ
+// by the reference's bias rounding (< 1e-4). Greedy continuation kept.
+TEST(PanguModel, ConvertedInt8MatchesTheW8A8Reference) {
+  Model m = Model::load(converted(WeightFormat::q8));
+  auto tokens = read_ids(ref() + "/reference/tokens.npy");
+  double err = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_w8a8.npy"));
+  RecordProperty("int8_logit_error", std::to_string(err));
+  EXPECT_LT(err, 2e-3);
+  EXPECT_EQ(greedy(m, tokens, 32), read_ids(ref() + "/reference/greedy_w8a8.npy"));
+  // Against the unquantized f32 model: the error W8A8 costs on this random model (stated).
+  double loss = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_f32.npy"));
+  RecordProperty("int8_vs_f32_logit_error", std::to_string(loss));
+  EXPECT_LT(loss, 0.5);
+}
+
+// Converting at load and loading a converted checkpoint give the same weights: equal logits.
+TEST(PanguModel, ConvertingAtLoadEqualsConverting) {
+  auto tokens = read_ids(ref() + "/reference/tokens.npy");
+  for (WeightFormat f : {WeightFormat::bf16, WeightFormat::q8, WeightFormat::q4}) {
+    Tensor a = prefill_logits(Model::load(ref() + "/f32", f), tokens);
+    Tensor b = prefill_logits(Model::load(converted(f), f), tokens);
+    EXPECT_EQ(max_abs_diff(a, b), 0.0) << kernels::weight_format_name(f);
+  }
+}
+
+// int4 (blocks of 32, f16 scales; int8 where a width is not a multiple of 32) with int8
+// activations against the reference that quantizes the same way (its own Q4 code, from the
+// format's definition in quant.h): stated bound 2e-3, greedy kept. Against the f32 model, the
+// error 4-bit weights cost on this random model is stated (< 4; logit std 2).
+TEST(PanguModel, ConvertedInt4MatchesTheReference) {
+  Model m = Model::load(converted(WeightFormat::q4));
+  auto tokens = read_ids(ref() + "/reference/tokens.npy");
+  double err = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_int4.npy"));
+  RecordProperty("int4_logit_error", std::to_string(err));
+  EXPECT_LT(err, 2e-3);
+  EXPECT_EQ(greedy(m, tokens, 32), read_ids(ref() + "/reference/greedy_int4.npy"));
+  double loss = max_abs_diff(prefill_logits(m, tokens), read_npy_f32(ref() + "/reference/logits_f32.npy"));
+  RecordProperty("int4_vs_f32_logit_error", std::to_string(loss));
+  EXPECT_LT(loss, 4.0);
+}
+
+TEST(PanguModel, ConvertRefusesQuantizedInputAndItsOwnDirectory) {
+  try {
+    convert_checkpoint(ref() + "/w8a8", ref() + "/w8a8_again", WeightFormat::q4);
+    ADD_FAILURE() << "converted a quantized checkpoint";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("already quantized"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(convert_checkpoint(ref() + "/f32", ref() + "/f32", WeightFormat::q8), Error);
 }
 
 // A generator that reuses its cached prefix for a longer context continues exactly like a fresh

@@ -15,12 +15,13 @@ Usage::
 
     /usr/bin/python3 tests/reference/pangu_model.py --out DIR [--seed S]
 
-Layout of DIR (the three sub-directories are replaced; nothing else is touched)::
+Layout of DIR (the sub-directories below are replaced; nothing else is touched)::
 
     DIR/f32/config.json                         HF config, torch_dtype float32
     DIR/f32/model-0000k-of-0000n.safetensors    shards, split by layer, all F32
     DIR/f32/model.safetensors.index.json        {"metadata": {"total_size"}, "weight_map"}
     DIR/bf16/...                                the same, weights rounded to BF16
+    DIR/w8a8/config.json + model.safetensors    the W8A8 release layout (see w8a8_release)
     DIR/reference/tokens.npy        int32 [T]          the prompt (positions 0..T-1)
     DIR/reference/logits_f32.npy    float32 [T, V]     prompt logits, f32 model
     DIR/reference/logits_bf16.npy   float32 [T, V]     prompt logits, bf16 model
@@ -28,6 +29,12 @@ Layout of DIR (the three sub-directories are replaced; nothing else is touched):
     DIR/reference/greedy_bf16.npy   int32 [G]          greedy continuation, bf16 model
     DIR/reference/hidden_layer0.npy float32 [T, d]     residual stream after layer 0
                                                        (f32 model)
+    DIR/reference/{logits,greedy}_{bf16_compute,w8a8,int4}.npy   the same for:
+        bf16_compute  the bf16 model with every GEMM input but the router's rounded to bf16
+        w8a8          DIR/w8a8's weights, GEMM inputs quantized per row to int8
+        int4          moge convert --type int4 of DIR/f32 (Q4 of quant.h), int8 inputs
+    (not with --float-only).  Every o_proj bias is rounded to what the W8A8
+    release stores, so w8a8 is also exactly moge convert --type int8 of DIR/f32.
 
 "bf16 model" means: the F32 weights rounded to bfloat16 (round to nearest even),
 exactly the values stored in DIR/bf16, upcast without change for the float64
@@ -105,6 +112,14 @@ GREEDY_LEN = 32
 MARGIN_REL = 1e-3
 # Absolute gap required between the best and the second-best logit at every greedy step.
 GREEDY_MARGIN = 1e-3
+# Margins of the variants whose GEMM inputs are rounded (bf16 compute, W8A8):
+# larger, because moge computes those inputs in f32, so a value within ~1e-6 of a
+# rounding boundary may round the other way (one bf16 or int8 step, ~1e-3 on a
+# logit) than in this float64 reference.
+ROUNDED_ROUTE_MARGIN = 1e-2
+ROUNDED_GREEDY_MARGIN = 1e-2
+# The W8A8 release's static activation scale (stored, unused by moge).
+W8A8_INPUT_SCALE = torch.tensor([0.02], dtype=torch.float32)
 # Full-recompute vs KV-cache agreement.
 SELF_CHECK_TOL = 1e-10
 
@@ -176,6 +191,142 @@ def draw_weights(cfg, seed):
     return w, tokens
 
 
+def is_w8a8_projection(name):
+    """The matrices stored in int8: attention and expert projections and lm_head
+    (not the embedding or the router gate)."""
+    return name == "lm_head.weight" or (
+        name.endswith("_proj.weight") and (".self_attn." in name or ".mlp." in name))
+
+
+def w8a8_release(w32):
+    """The F32 weights quantized as the released W8A8 checkpoint stores them
+    (vllm-ascend fields, MOGE.md section 3).  Returns (stored, dequantized):
+    stored {name: tensor} to write; dequantized {name: float64} for the math.
+
+    Per projection NAME: NAME.weight I8 [out, in], q = round(w / s) + offset
+    with s = max|w[o, :]| / 127 per output row; NAME.weight_scale F32 [out, 1];
+    NAME.weight_offset F32 [out, 1]; NAME.input_scale, NAME.input_offset F32
+    [1] (static activation calibration, which moge does not need).  The
+    dequantized weight is (q - offset) * s.  The embedding is stored BF16, the
+    router gate, norms and other biases F32.  Offsets are 0 except in layer 0's
+    k_proj, where rows get offset -1 (or +1) when their positive (negative)
+    extreme is the one at 127 steps, so that q stays within [-128, 127] and the
+    loader's offset folding is exercised.  o_proj keeps no float bias: it is
+    stored as quant_bias I32 [out] in units of deq_scale F32 [out] =
+    input_scale * s, the dequantized bias being quant_bias * deq_scale.
+    """
+    stored, deq = {}, {}
+    input_scale = W8A8_INPUT_SCALE
+    for name, t in w32.items():
+        if name == "model.embed_tokens.weight":     # a lookup table: bf16, as moge convert writes it
+            stored[name] = t.to(torch.bfloat16)
+            deq[name] = stored[name].to(DTYPE)
+            continue
+        if not is_w8a8_projection(name):
+            stored[name] = t
+            continue
+        base = name[: -len(".weight")]
+        q_sym, scale = q8_dequantized(t.to(DTYPE))
+        offset = torch.zeros_like(scale)
+        if base == "model.layers.0.self_attn.k_proj":
+            top = q_sym.amax(dim=1, keepdim=True) == 127
+            offset = torch.where(top, -torch.ones_like(scale), torch.ones_like(scale))
+        q = q_sym + offset
+        assert int(q.min()) >= -128 and int(q.max()) <= 127
+        stored[name] = q.to(torch.int8)
+        stored[base + ".weight_scale"] = scale.to(torch.float32)
+        stored[base + ".weight_offset"] = offset.to(torch.float32)
+        stored[base + ".input_scale"] = input_scale.clone()
+        stored[base + ".input_offset"] = torch.zeros(1, dtype=torch.float32)
+        deq[name] = (q - offset) * scale
+        if base.endswith("o_proj"):
+            deq_scale = (input_scale.to(DTYPE) * scale[:, 0]).to(torch.float32)
+            quant_bias = torch.round(w32[base + ".bias"].to(DTYPE) / deq_scale.to(DTYPE)).to(torch.int32)
+            stored[base + ".deq_scale"] = deq_scale
+            stored[base + ".quant_bias"] = quant_bias
+            deq[base + ".bias"] = quant_bias.to(DTYPE) * deq_scale.to(DTYPE)
+    for name, t in w32.items():
+        if name not in deq:
+            deq[name] = t.to(DTYPE)
+    for name in list(stored):
+        if name.endswith("o_proj.bias"):
+            del stored[name]
+    return stored, deq
+
+
+def q8_dequantized(t64):
+    """Symmetric per-output-row int8 (quant.h Q8): s = max|w[o, :]| / 127 (as f32),
+    q = round(w / s) in [-127, 127]; returns (q, s [out, 1]) as float64."""
+    scale = (t64.abs().amax(dim=1, keepdim=True) / 127.0).to(torch.float32).to(DTYPE)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.clamp(torch.round(t64 / safe), -127, 127), scale
+
+
+def q4_dequantized(t64):
+    """Blocks of 32 along the input (quant.h Q4): d = max|block| / 7.5 rounded UP
+    to a float16, q = clamp(round(w / d), -8, 7); returns q * d (float64).  A
+    matrix whose width is not a multiple of 32 gets Q8 instead, as moge does."""
+    out, inp = t64.shape
+    if inp % 32:
+        q, s = q8_dequantized(t64)
+        return q * s
+    blocks = t64.reshape(out, inp // 32, 32)
+    want = blocks.abs().amax(dim=-1, keepdim=True) / 7.5
+    d = want.to(torch.float16)                      # nearest; if below, step up one f16
+    bits = d.view(torch.int16)                      # (positive: the next value is bits + 1)
+    d = torch.where(d.to(DTYPE) < want, (bits + 1).view(torch.float16), d)
+    d64 = d.to(DTYPE)
+    safe = torch.where(d64 > 0, d64, torch.ones_like(d64))
+    q = torch.clamp(torch.round(blocks / safe), -8, 7)
+    return (q * d64).reshape(out, inp)
+
+
+def int4_model(w32):
+    """The weights moge convert --type int4 computes with (dequantized, float64):
+    projections and lm_head Q4 (Q8 where the width is not a multiple of 32), the
+    embedding rounded to bf16, everything else unchanged."""
+    deq = {}
+    for name, t in w32.items():
+        if name == "model.embed_tokens.weight":
+            deq[name] = t.to(torch.bfloat16).to(DTYPE)
+        elif is_w8a8_projection(name):
+            deq[name] = q4_dequantized(t.to(DTYPE))
+        else:
+            deq[name] = t.to(DTYPE)
+    return deq
+
+
+def snap_quantized_biases(w32):
+    """Rounds each o_proj bias to what the W8A8 release stores (quant_bias in units
+    of deq_scale, see w8a8_release), in place, so that the release and moge's own
+    int8 conversion of the F32 model describe the same model."""
+    for name in list(w32):
+        if name.endswith("o_proj.bias"):
+            weight = w32[name[: -len(".bias")] + ".weight"].to(DTYPE)
+            _, scale = q8_dequantized(weight)
+            deq_scale = (W8A8_INPUT_SCALE.to(DTYPE) * scale[:, 0]).to(torch.float32).to(DTYPE)
+            w32[name] = (torch.round(w32[name].to(DTYPE) / deq_scale) * deq_scale).to(torch.float32)
+
+
+def write_single_file_model(model_dir, stored, cfg, torch_dtype):
+    """config.json + one model.safetensors (no index), read back bit for bit."""
+    if os.path.isdir(model_dir):
+        shutil.rmtree(model_dir)
+    os.makedirs(model_dir)
+    config = dict(cfg)
+    config["torch_dtype"] = torch_dtype
+    with open(os.path.join(model_dir, "config.json"), "w") as fh:
+        json.dump(config, fh, indent=2)
+        fh.write("\n")
+    path = os.path.join(model_dir, "model.safetensors")
+    write_safetensors(path, stored)
+    back = read_safetensors(path)
+    assert set(back) == set(stored)
+    for n, t in stored.items():
+        assert back[n].dtype == t.dtype and list(back[n].shape) == list(t.shape), n
+        assert torch.equal(back[n], t), n
+
+
 def to_bf16(w):
     """Round F32 weights to bfloat16 (round to nearest even)."""
     return {k: v.to(torch.bfloat16) for k, v in w.items()}
@@ -225,11 +376,32 @@ def route(p, cfg):
     return mask, float(rel_gap.min())
 
 
-def forward_full(w, tokens, cfg):
+def fake_quant_rows(x):
+    """W8A8 activations: each row (last dim) rounded to int8 steps of max|row|/127
+    (round half to even), returned dequantized.  Zero rows stay zero."""
+    amax = x.abs().amax(dim=-1, keepdim=True)
+    step = torch.where(amax > 0, amax / 127.0, torch.ones_like(amax))
+    return torch.round(x / step) * step
+
+
+def round_bf16(x):
+    """bf16 compute: GEMM inputs rounded to bfloat16 (nearest even)."""
+    return x.to(torch.bfloat16).to(DTYPE)
+
+
+# What happens to the input rows of every GEMM but the router's, per compute mode.
+ACT_ROUNDING = {None: lambda v: v, "bf16": round_bf16, "int8": fake_quant_rows}
+
+
+def forward_full(w, tokens, cfg, act=None):
     """Float64 forward over a whole sequence.
 
+    act: None, or how the input rows of every GEMM but the router's (attention
+    and expert projections, lm_head) are rounded: "bf16" (bf16 compute) or
+    "int8" (W8A8: per-row int8, see fake_quant_rows).
     Returns (logits [T, V], hidden after layer 0 [T, d], min routing gap).
     """
+    fq = ACT_ROUNDING[act]
     d, H, KV = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     hd, N = d // H, cfg["num_experts"]
     eps = cfg["rms_norm_eps"]
@@ -244,16 +416,17 @@ def forward_full(w, tokens, cfg):
         p = f"model.layers.{i}."
         a = p + "self_attn."
         n1 = rmsnorm(x, w[p + "input_layernorm.weight"], eps)
-        q = (n1 @ w[a + "q_proj.weight"].T + w[a + "q_proj.bias"]).reshape(T, H, hd)
-        k = (n1 @ w[a + "k_proj.weight"].T + w[a + "k_proj.bias"]).reshape(T, KV, hd)
-        v = (n1 @ w[a + "v_proj.weight"].T + w[a + "v_proj.bias"]).reshape(T, KV, hd)
+        n1q = fq(n1)
+        q = (n1q @ w[a + "q_proj.weight"].T + w[a + "q_proj.bias"]).reshape(T, H, hd)
+        k = (n1q @ w[a + "k_proj.weight"].T + w[a + "k_proj.bias"]).reshape(T, KV, hd)
+        v = (n1q @ w[a + "v_proj.weight"].T + w[a + "v_proj.bias"]).reshape(T, KV, hd)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         k = k.repeat_interleave(H // KV, dim=1)       # head h -> kv head h // (H/KV)
         v = v.repeat_interleave(H // KV, dim=1)
         scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(hd)
         scores = scores.masked_fill(~causal, -math.inf)
         attn = torch.einsum("hts,shd->thd", torch.softmax(scores, dim=-1), v).reshape(T, H * hd)
-        h = x + attn @ w[a + "o_proj.weight"].T + w[a + "o_proj.bias"]
+        h = x + fq(attn) @ w[a + "o_proj.weight"].T + w[a + "o_proj.bias"]
 
         n2 = rmsnorm(h, w[p + "post_attention_layernorm.weight"], eps)
         m = p + "mlp."
@@ -264,17 +437,18 @@ def forward_full(w, tokens, cfg):
         eg = torch.stack([w[m + f"experts.{j}.gate_proj.weight"] for j in range(N)])
         eu = torch.stack([w[m + f"experts.{j}.up_proj.weight"] for j in range(N)])
         ed = torch.stack([w[m + f"experts.{j}.down_proj.weight"] for j in range(N)])
-        hid = torch.nn.functional.silu(torch.einsum("td,nfd->tnf", n2, eg)) \
-            * torch.einsum("td,nfd->tnf", n2, eu)
-        y = torch.einsum("tn,tnd->td", weights, torch.einsum("tnf,ndf->tnd", hid, ed))
+        n2q = fq(n2)
+        hid = torch.nn.functional.silu(torch.einsum("td,nfd->tnf", n2q, eg)) \
+            * torch.einsum("td,nfd->tnf", n2q, eu)
+        y = torch.einsum("tn,tnd->td", weights, torch.einsum("tnf,ndf->tnd", fq(hid), ed))
         s = m + "shared_expert."
-        y = y + (torch.nn.functional.silu(n2 @ w[s + "gate_proj.weight"].T)
-                 * (n2 @ w[s + "up_proj.weight"].T)) @ w[s + "down_proj.weight"].T
+        y = y + fq(torch.nn.functional.silu(n2q @ w[s + "gate_proj.weight"].T)
+                   * (n2q @ w[s + "up_proj.weight"].T)) @ w[s + "down_proj.weight"].T
         x = h + y
         if i == 0:
             hidden0 = x.clone()
 
-    logits = rmsnorm(x, w["model.norm.weight"], eps) @ w["lm_head.weight"].T
+    logits = fq(rmsnorm(x, w["model.norm.weight"], eps)) @ w["lm_head.weight"].T
     return logits, hidden0, min_gap
 
 
@@ -283,7 +457,7 @@ def top2_gap(row):
     return float(top[0] - top[1])
 
 
-def greedy_full(w, tokens, cfg, n_new):
+def greedy_full(w, tokens, cfg, n_new, act=None):
     """Greedy decoding by full recompute at every step.
 
     Returns (new tokens [n_new] int64, min top-1/top-2 logit gap,
@@ -292,7 +466,7 @@ def greedy_full(w, tokens, cfg, n_new):
     seq = tokens.clone()
     out, min_logit_gap, min_route_gap = [], math.inf, math.inf
     for _ in range(n_new):
-        logits, _, route_gap = forward_full(w, seq, cfg)
+        logits, _, route_gap = forward_full(w, seq, cfg, act)
         last = logits[-1]
         nxt = int(torch.argmax(last))         # first maximal index
         min_logit_gap = min(min_logit_gap, top2_gap(last))
@@ -405,7 +579,8 @@ def self_check_kv(w, tokens, greedy, logits_full, cfg, label):
 # Safetensors (hand-written)
 # --------------------------------------------------------------------------
 
-ST_DTYPE = {torch.float32: ("F32", "<f4"), torch.bfloat16: ("BF16", "<u2")}
+ST_DTYPE = {torch.float32: ("F32", "<f4"), torch.bfloat16: ("BF16", "<u2"),
+            torch.int8: ("I8", "<i1"), torch.int32: ("I32", "<i4")}
 
 
 def tensor_bytes(t):
@@ -455,6 +630,8 @@ def read_safetensors(path):
             t = torch.from_numpy(np.frombuffer(data[lo:hi], dtype="<f4").copy())
         elif info["dtype"] == "BF16":
             t = torch.from_numpy(np.frombuffer(data[lo:hi], dtype="<i2").copy()).view(torch.bfloat16)
+        elif info["dtype"] in ("I8", "I32"):
+            t = torch.from_numpy(np.frombuffer(data[lo:hi], dtype="<i1" if info["dtype"] == "I8" else "<i4").copy())
         else:
             raise ValueError(info["dtype"])
         out[name] = t.reshape(info["shape"])
@@ -523,25 +700,26 @@ def write_model(model_dir, weights, cfg, torch_dtype):
 # Driver
 # --------------------------------------------------------------------------
 
-def evaluate(w32, tokens, cfg):
+def evaluate(w32, tokens, cfg, act=None):
     """Everything for one weight variant (weights in their storage dtype)."""
     w = as_f64(w32)
-    logits, hidden0, prompt_gap = forward_full(w, tokens, cfg)
-    greedy, logit_gap, seq_gap = greedy_full(w, tokens, cfg, GREEDY_LEN)
+    logits, hidden0, prompt_gap = forward_full(w, tokens, cfg, act)
+    greedy, logit_gap, seq_gap = greedy_full(w, tokens, cfg, GREEDY_LEN, act)
     return dict(w=w, logits=logits, hidden0=hidden0, greedy=greedy,
                 prompt_gap=prompt_gap, route_gap=min(prompt_gap, seq_gap),
                 logit_gap=logit_gap)
 
 
-def acceptable(res):
-    return (res["route_gap"] >= MARGIN_REL
-            and res["logit_gap"] >= GREEDY_MARGIN
+def acceptable(res, route_margin=MARGIN_REL, greedy_margin=GREEDY_MARGIN):
+    return (res["route_gap"] >= route_margin
+            and res["logit_gap"] >= greedy_margin
             and len(set(res["greedy"].tolist())) > 1)
 
 
-def draw(cfg, base_seed):
+def draw(cfg, base_seed, float_only=False):
     for seed in range(base_seed, base_seed + MAX_REDRAWS):
         w32, tokens = draw_weights(cfg, seed)
+        snap_quantized_biases(w32)
         wbf = to_bf16(w32)
         r32 = evaluate(w32, tokens, cfg)
         if not acceptable(r32):
@@ -551,7 +729,22 @@ def draw(cfg, base_seed):
         if not acceptable(rbf):
             print(f"seed {seed}: rejected (bf16 margins)")
             continue
-        return seed, w32, wbf, tokens, r32, rbf
+        if float_only:
+            return seed, w32, wbf, None, tokens, r32, rbf, None, None, None
+        rbc = evaluate(wbf, tokens, cfg, act="bf16")
+        if not acceptable(rbc, ROUNDED_ROUTE_MARGIN, ROUNDED_GREEDY_MARGIN):
+            print(f"seed {seed}: rejected (bf16 compute margins)")
+            continue
+        w8_stored, w8_deq = w8a8_release(w32)
+        r8 = evaluate(w8_deq, tokens, cfg, act="int8")
+        if not acceptable(r8, ROUNDED_ROUTE_MARGIN, ROUNDED_GREEDY_MARGIN):
+            print(f"seed {seed}: rejected (w8a8 margins)")
+            continue
+        r4 = evaluate(int4_model(w32), tokens, cfg, act="int8")
+        if not acceptable(r4, ROUNDED_ROUTE_MARGIN, ROUNDED_GREEDY_MARGIN):
+            print(f"seed {seed}: rejected (int4 margins)")
+            continue
+        return seed, w32, wbf, w8_stored, tokens, r32, rbf, rbc, r8, r4
     raise RuntimeError("no seed with routing and greedy margins found")
 
 
@@ -579,7 +772,11 @@ def continue_greedy(out, ids, steps):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--seed", type=int, default=3, help="first seed to try (redraws go to seed+1, ...)")
+    parser.add_argument("--seed", type=int, default=308,
+                        help="first seed to try (redraws go to seed+1, ...); the default passes every "
+                             "margin at once: the variants with rounded GEMM inputs reject most seeds")
+    parser.add_argument("--float-only", action="store_true",
+                        help="write and check only the f32 and bf16 variants (faster redraws)")
     parser.add_argument("--vocab-size", type=int, default=CONFIG["vocab_size"],
                         help="vocabulary of the random model (to pair it with a tokenizer)")
     parser.add_argument("--continue-tokens", metavar="IDS",
@@ -597,7 +794,7 @@ def main(argv=None):
     assert cfg["num_attention_heads"] % cfg["num_key_value_heads"] == 0
     assert cfg["num_experts"] % cfg["num_experts_per_tok"] == 0
 
-    seed, w32, wbf, tokens, r32, rbf = draw(cfg, args.seed)
+    seed, w32, wbf, w8_stored, tokens, r32, rbf, rbc, r8, r4 = draw(cfg, args.seed, args.float_only)
 
     for label, res in (("f32", r32), ("bf16", rbf)):
         err = self_check_kv(res["w"], tokens, res["greedy"], res["logits"], cfg, label)
@@ -606,6 +803,8 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     write_model(os.path.join(args.out, "f32"), w32, cfg, "float32")
     write_model(os.path.join(args.out, "bf16"), wbf, cfg, "bfloat16")
+    if w8_stored is not None:
+        write_single_file_model(os.path.join(args.out, "w8a8"), w8_stored, cfg, "float32")
 
     ref = os.path.join(args.out, "reference")
     if os.path.isdir(ref):
@@ -616,15 +815,23 @@ def main(argv=None):
     save_npy(os.path.join(ref, "logits_bf16.npy"), rbf["logits"])
     save_npy(os.path.join(ref, "greedy_f32.npy"), r32["greedy"], integer=True)
     save_npy(os.path.join(ref, "greedy_bf16.npy"), rbf["greedy"], integer=True)
+    variants = [("f32", r32), ("bf16", rbf)]
+    if not args.float_only:
+        variants += [("bf16 compute", rbc), ("w8a8", r8), ("int4", r4)]
+        for name, res in (("bf16_compute", rbc), ("w8a8", r8), ("int4", r4)):
+            save_npy(os.path.join(ref, f"logits_{name}.npy"), res["logits"])
+            save_npy(os.path.join(ref, f"greedy_{name}.npy"), res["greedy"], integer=True)
     save_npy(os.path.join(ref, "hidden_layer0.npy"), r32["hidden0"])
 
     print(f"seed={seed}")
-    for label, res in (("f32", r32), ("bf16", rbf)):
+    for label, res in variants:
         lg = res["logits"]
         print(f"{label}: logits std {float(lg.std()):.3f}, min routing gap (rel) "
               f"{res['route_gap']:.3g}, min greedy logit gap {res['logit_gap']:.3g}, "
               f"greedy {res['greedy'].tolist()}")
     print(f"max |logits_f32 - logits_bf16| = {float((r32['logits'] - rbf['logits']).abs().max()):.3g}")
+    for label, res in variants[2:]:
+        print(f"max |logits_f32 - logits {label}| = {float((r32['logits'] - res['logits']).abs().max()):.3g}")
     print(f"wrote {args.out} in {time.time() - start:.2f}s")
     return 0
 

@@ -24,6 +24,10 @@ WeightFormat parse_weight_format(const std::string& name) {
   throw Error("weight type '" + name + "' is not one of f32, bf16, int8, int4");
 }
 
+WeightFormat format_for_width(WeightFormat format, int64_t in) {
+  return format == WeightFormat::q4 && in % 32 != 0 ? WeightFormat::q8 : format;
+}
+
 void linear(int64_t rows, const float* x, const WeightRef& w, float* y) {
   switch (w.format) {
     case WeightFormat::f32:
@@ -96,7 +100,7 @@ Weight Weight::q4_view(const uint8_t* qs, const uint16_t* scale, int64_t out, in
 
 Weight Weight::from_f32(const Tensor& t, WeightFormat format) {
   const int64_t out = t.dim(0), in = t.dim(1);
-  switch (format) {
+  switch (format_for_width(format, in)) {
     case WeightFormat::f32: return dense(t.to(DType::f32));
     case WeightFormat::bf16: return dense(t.to(DType::bf16));
     case WeightFormat::q8: return quantized(quantize_q8(t.f32(), out, in));

@@ -15,6 +15,9 @@ namespace moge::kernels {
 enum class WeightFormat { f32, bf16, q8, q4 };
 const char* weight_format_name(WeightFormat f);
 WeightFormat parse_weight_format(const std::string& name);  // f32|bf16|int8|int4; Error otherwise
+// The format a weight with `in` columns gets when `format` is asked for: int4 needs in % 32 == 0
+// (its blocks), other widths fall back to int8.
+WeightFormat format_for_width(WeightFormat format, int64_t in);
 
 // What a GEMM needs to know of a weight; cheap to copy.
 struct WeightRef {
@@ -38,7 +41,7 @@ class Weight {
   // scale: f32 with `out` elements (owned or a view). Q4 scales are copied when not 2-byte aligned.
   static Weight q8_view(const int8_t* q, Tensor scale, int64_t out, int64_t in);
   static Weight q4_view(const uint8_t* qs, const uint16_t* scale, int64_t out, int64_t in);
-  // Converts f32 w [out, in] to `format` (quantizing for q8/q4).
+  // Converts f32 w [out, in] to format_for_width(format, in) (quantizing for q8/q4).
   static Weight from_f32(const Tensor& w, WeightFormat format);
 
   const WeightRef& ref() const { return ref_; }
