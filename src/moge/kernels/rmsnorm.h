@@ -6,4 +6,11 @@ namespace moge::kernels {
 
 void rmsnorm_forward(const float* x, const float* weight, float* out, int64_t rows, int64_t cols, float eps);
 
+// The gradients of rmsnorm_forward given dout = dL/dout [rows, cols]:
+//   dx [rows, cols] is overwritten (dx may alias dout, not x);
+//   dweight_accum [cols] is accumulated (+=), so several calls can sum into one gradient.
+// Deterministic for any thread count: dweight is reduced over fixed row chunks in a fixed order.
+void rmsnorm_backward(const float* x, const float* weight, const float* dout, float* dx, float* dweight_accum,
+                      int64_t rows, int64_t cols, float eps);
+
 }  // namespace moge::kernels

@@ -9,4 +9,9 @@ namespace moge::kernels {
 // x: [tokens, heads, head_dim], row t at position first_position + t; rotated in place.
 void rope_apply(float* x, int64_t tokens, int heads, int head_dim, int64_t first_position, double theta);
 
+// The gradient of rope_apply: a rotation's Jacobian is the rotation itself, so dL/dx is dL/dout
+// rotated back by the same angles (the inverse rotation). dx: [tokens, heads, head_dim] holds
+// dL/dout on entry and dL/dx on return.
+void rope_backward(float* dx, int64_t tokens, int heads, int head_dim, int64_t first_position, double theta);
+
 }  // namespace moge::kernels
