@@ -70,6 +70,10 @@ void fill(Tensor& t, const std::string& name, uint64_t seed) {
 
 }  // namespace
 
+void init_checkpoint_tensor(Tensor& t, const std::string& name, size_t index, uint64_t seed) {
+  fill(t, name, seed + 1000003ull * index);
+}
+
 void write_random_model(const ModelConfig& cfg, const std::string& config_json, const std::string& dir, DType dtype,
                         uint64_t seed, size_t shard_bytes) {
   std::error_code ec;
@@ -84,7 +88,7 @@ void write_random_model(const ModelConfig& cfg, const std::string& config_json, 
   for (size_t i = 0; i < names.size(); ++i) {
     const auto& [name, shape] = names[i];
     Tensor t(shape);
-    fill(t, name, seed + 1000003ull * i);
+    init_checkpoint_tensor(t, name, i, seed);
     storage.push_back(dtype == DType::f32 ? std::move(t) : t.to(dtype));
     tensors.push_back({name, dtype == DType::f32 ? StDType::F32 : StDType::BF16, shape, storage.back().raw()});
     if (i % 64 == 0 || i + 1 == names.size())

@@ -16,6 +16,10 @@ namespace moge::model {
 // Every tensor of a checkpoint of this config, HF names and shapes, in file order.
 std::vector<std::pair<std::string, Shape>> checkpoint_tensors(const ModelConfig& cfg);
 
+// Fills t (f32, shaped as checkpoint tensor number `index` named `name`) with that tensor's
+// random init for `seed`: what write_random_model writes (before any bf16 rounding).
+void init_checkpoint_tensor(Tensor& t, const std::string& name, size_t index, uint64_t seed);
+
 // Writes DIR/config.json (config_json verbatim) and sharded safetensors (shards of at most
 // shard_bytes) in f32 or bf16. Progress on stderr. Throws Error naming the directory.
 void write_random_model(const ModelConfig& cfg, const std::string& config_json, const std::string& dir, DType dtype,
