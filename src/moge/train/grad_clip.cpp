@@ -1,0 +1,65 @@
+#include "moge/train/grad_clip.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "moge/core/error.h"
+
+namespace moge::train {
+
+namespace {
+
+// Fixed, independent of the thread count: this is what makes the sum deterministic.
+constexpr int64_t kChunk = 8192;
+
+struct Chunk {
+  const float* data;
+  int64_t n;
+};
+
+}  // namespace
+
+double grad_norm(std::span<const std::span<const float>> grads) {
+  std::vector<Chunk> chunks;
+  for (std::span<const float> g : grads)
+    for (size_t begin = 0; begin < g.size(); begin += kChunk)
+      chunks.push_back({g.data() + begin, int64_t(std::min<size_t>(kChunk, g.size() - begin))});
+
+  std::vector<double> partial(chunks.size());
+  const int64_t count = int64_t(chunks.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < count; ++c) {
+    double s = 0;
+    for (int64_t i = 0; i < chunks[c].n; ++i) s += double(chunks[c].data[i]) * double(chunks[c].data[i]);
+    partial[c] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;  // in chunk order, whatever thread computed each
+  return std::sqrt(total);
+}
+
+double grad_norm(std::span<const std::span<float>> grads) {
+  std::vector<std::span<const float>> view(grads.begin(), grads.end());
+  return grad_norm(std::span<const std::span<const float>>(view));
+}
+
+double clip_grad_norm(std::span<const std::span<float>> grads, double max_norm) {
+  check(std::isfinite(max_norm) && max_norm > 0,
+        "clip_grad_norm: max_norm must be finite and > 0, got " + std::to_string(max_norm));
+  const double norm = grad_norm(grads);
+  if (!std::isfinite(norm)) return norm;
+  const double coef = max_norm / (norm + 1e-6);  // torch's epsilon, so near-threshold steps agree
+  if (coef >= 1) return norm;
+  const float scale = float(coef);
+  for (std::span<float> g : grads) {
+    float* p = g.data();
+    const int64_t n = int64_t(g.size());
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) p[i] *= scale;
+  }
+  return norm;
+}
+
+}  // namespace moge::train
