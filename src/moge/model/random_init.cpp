@@ -59,7 +59,9 @@ void fill(Tensor& t, const std::string& name, uint64_t seed) {
     return;
   }
   if (ends_with(name, ".bias")) return;  // zeros
-  const float sd = name == "model.embed_tokens.weight" ? 1.0f : float(1.0 / std::sqrt(double(t.dim(-1))));
+  // Every matrix N(0, 1/fan_in), the embedding N(0, 1/d) too: with tied embeddings it is the
+  // output layer, and the logits of a unit-RMS hidden state then start with unit variance.
+  const float sd = float(1.0 / std::sqrt(double(t.dim(-1))));
   constexpr int64_t kChunk = 1 << 16;
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < (n + kChunk - 1) / kChunk; ++c) {

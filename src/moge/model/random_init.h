@@ -1,7 +1,7 @@
 #pragma once
 // A random model in the exact Hugging Face layout: for benchmarks, tests, and as the starting
-// point of training. Weights: embeddings N(0, 1); linear weights N(0, 1/fan_in); the router gate
-// N(0, 1/d); biases 0; norms and router_scale 1. Deterministic for a seed, whatever the threads.
+// point of training. Weights: embeddings N(0, 1/d); linear weights N(0, 1/fan_in); the router
+// gate N(0, 1/d); biases 0; norms and router_scale 1. Deterministic for a seed, whatever the threads.
 #include <cstdint>
 #include <string>
 #include <utility>

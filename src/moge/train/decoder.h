@@ -39,7 +39,7 @@ struct LossParts {
 class TrainableDecoder {
  public:
   explicit TrainableDecoder(const model::ModelConfig& cfg);  // norms 1, router_scale 1, rest 0
-  // Init of model::write_random_model's kind: embeddings N(0, 1), matrices N(0, 1/fan_in),
+  // model::write_random_model's init: embeddings N(0, 1/d), matrices N(0, 1/fan_in),
   // biases 0, norms and router_scale 1; deterministic for a seed.
   static TrainableDecoder random(const model::ModelConfig& cfg, uint64_t seed);
   // f32 masters from a float checkpoint directory (config.json + safetensors).
