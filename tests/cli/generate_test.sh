@@ -33,3 +33,17 @@ printf 'hello\nagain\n' | "$moge" chat -m "$dir/f32" --temp 0 -n 4 > "$dir/chat.
 first=$(grep '^\[prompt:' "$dir/chat.err" | sed -n 1p | sed -E 's/\[prompt: ([0-9]+) .*/\1/')
 second=$(grep '^\[prompt:' "$dir/chat.err" | sed -n 2p | sed -E 's/\[prompt: ([0-9]+) .*/\1/')
 [ "$second" -lt $((first + 8)) ] || { echo "second turn re-ran $second tokens"; exit 1; }
+# Routing report: the reference model is MoGE (8 experts in 4 groups, one a group), so on 4
+# devices every step loads every device equally (IS 0), and the trace holds one expert from
+# every group for every token.
+"$moge" generate -m "$dir/f32" -p "The free software license" -n 6 --temp 0 --load-devices 4 \
+  --trace "$dir/trace.json" 2> /dev/null > "$dir/load.txt"
+grep -q "mean IS per token over layers: 0.000" "$dir/load.txt"
+/usr/bin/python3 -c "
+import json; t = json.load(open('$dir/trace.json'))
+assert t['top_k'] == 4 and t['num_experts'] == 8 and len(t['layers']) == 3, t.keys()
+for layer in t['layers']:
+    assert len(layer) == 4 * t['tokens'], (len(layer), t['tokens'])
+    for r in range(t['tokens']):
+        assert sorted(e // 2 for e in layer[4 * r:4 * r + 4]) == [0, 1, 2, 3], layer[4 * r:4 * r + 4]
+"

@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "moge/core/error.h"
 #include "moge/infer/generator.h"
+#include "routing_report.h"
 #include "text_model.h"
 
 namespace moge::cli {
@@ -14,7 +15,8 @@ namespace moge::cli {
 namespace {
 struct GenerateArgs {
   std::string model, prompt, dtype = "f32";
-  int n_predict = 64, threads = 0, context = 4096;
+  int n_predict = 64, threads = 0, context = 4096, load_devices = 0;
+  std::string trace_path;
   bool json = false;
   infer::SamplerConfig sampling;
 };
@@ -25,6 +27,8 @@ void run_generate(GenerateArgs& a) {
   infer::Sampler sampler(a.sampling);
   LoadedModel lm = load_model(a.model, a.dtype);
 
+  model::RoutingTrace trace;
+  if (a.load_devices > 0 || !a.trace_path.empty()) lm.model.set_routing_trace(&trace);
   std::vector<int32_t> prompt = lm.tok.encode(a.prompt, lm.tok.bos_id() >= 0);
   infer::Generator gen(lm.model, std::min<int64_t>(a.context, int64_t(prompt.size()) + a.n_predict));
   gen.set_context(prompt);
@@ -59,6 +63,8 @@ void run_generate(GenerateArgs& a) {
     std::printf("%s\n", tail.c_str());
     print_stats(st);
   }
+  if (a.load_devices > 0) print_load_table(trace, a.load_devices, a.json ? stderr : stdout);
+  if (!a.trace_path.empty()) write_routing_trace(a.trace_path, trace);
 }
 }  // namespace
 
@@ -95,6 +101,9 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("-c,--ctx-size", a->context, "context size (KV cache positions)")->capture_default_str();
   add_weight_type_option(cmd, a->dtype);
   cmd->add_flag("--json", a->json, "print one JSON object instead of streaming");
+  cmd->add_option("--load-devices", a->load_devices,
+                  "print the per-device expert load of the run, experts spread over D devices");
+  cmd->add_option("--trace", a->trace_path, "write the routing of every token and layer as JSON");
   add_sampling_options(cmd, a->sampling);
   cmd->callback([a] { run_generate(*a); });
 }

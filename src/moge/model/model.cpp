@@ -214,6 +214,14 @@ Model Model::load(const std::string& dir, WeightFormat format) {
   return m;
 }
 
+void Model::set_routing_trace(RoutingTrace* trace) const {
+  trace_ = trace;
+  if (!trace) return;
+  trace->top_k = cfg_.num_experts_per_tok;
+  trace->num_experts = cfg_.num_experts;
+  trace->expert.assign(layers_.size(), {});
+}
+
 size_t Model::decode_weight_bytes() const {
   const ModelConfig& c = cfg_;
   size_t total = lm_head_.weight.bytes() + size_t(c.hidden_size) * 4;  // + final norm
@@ -265,6 +273,10 @@ void Model::forward(const int32_t* tokens, int64_t n, KvCache& cache, float* log
 
     kernels::rmsnorm_forward(x.data(), layer.post_norm.f32(), normed.data(), n, d, c.rms_norm_eps);
     layer.moe->forward(normed.data(), n, tmp.data(), moe_cache);
+    if (trace_) {
+      const auto& chosen = moe_cache.routing.expert;
+      trace_->expert[i].insert(trace_->expert[i].end(), chosen.begin(), chosen.end());
+    }
     for (int64_t j = 0; j < n * d; ++j) x[j] += tmp[j];
   }
   cache.length = pos0 + n;

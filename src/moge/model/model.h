@@ -35,6 +35,15 @@ struct KvCache {
   void clear() { length = 0; }
 };
 
+// The experts every MoE layer chose, appended call after call: expert[layer] holds rows of
+// top_k ids, one row a token, in the order the tokens ran.
+struct RoutingTrace {
+  int top_k = 0;
+  int num_experts = 0;
+  std::vector<std::vector<int32_t>> expert;
+  int64_t tokens() const { return expert.empty() || top_k == 0 ? 0 : int64_t(expert[0].size()) / top_k; }
+};
+
 class Model {
  public:
   Model();
@@ -59,6 +68,9 @@ class Model {
   // logits [n, vocab] for the last `logit_rows` tokens (all when logit_rows < 0) to `logits`.
   void forward(const int32_t* tokens, int64_t n, KvCache& cache, float* logits, int64_t logit_rows = -1) const;
 
+  // Records the routing of every following forward() into `trace` (null: stop recording).
+  void set_routing_trace(RoutingTrace* trace) const;
+
  private:
   ModelConfig cfg_;
   std::unique_ptr<Checkpoint> checkpoint_;  // mapped files the weight views point into
@@ -66,6 +78,7 @@ class Model {
   Tensor final_norm_;  // [d]
   Linear lm_head_;     // [V, d]
   std::vector<DecoderLayer> layers_;
+  mutable RoutingTrace* trace_ = nullptr;
 };
 
 }  // namespace moge::model
