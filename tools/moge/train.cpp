@@ -1,19 +1,71 @@
 // `moge train`: trains a MoGE (or top-k / group-limited MoE) model on token shards from
 // `moge data`; checkpoints in the Hugging Face layout that `moge generate` loads.
+// With --mpi (under mpirun): data-parallel, each rank runs its share of the step's micro-batches
+// and the gradients are summed over the ranks; rank 0 prints, logs and writes the checkpoints.
 #include <omp.h>
 
 #include <cstdio>
+#include <exception>
+#include <string>
 
 #include "commands.h"
 #include "moge/core/error.h"
+#include "moge/parallel/mpi_comm.h"
 #include "moge/train/trainer.h"
 
 namespace moge::cli {
+
+namespace {
+
+// The trainer's communicator interface over MPI (train and parallel do not know each other).
+class MpiGradientComm : public train::GradientComm {
+ public:
+  explicit MpiGradientComm(parallel::MpiComm& mpi) : mpi_(mpi) {}
+  int rank() const override { return mpi_.rank(); }
+  int size() const override { return mpi_.size(); }
+  void allreduce_sum(float* data, int64_t n) override { mpi_.allreduce_sum(data, n); }
+  void allreduce_sum(double* data, int64_t n) override { mpi_.allreduce_sum(data, n); }
+
+ private:
+  parallel::MpiComm& mpi_;
+};
+
+void print_result(const std::string& out_dir, const train::RunResult& r) {
+  std::printf("%s: %lld steps, loss %.4f, validation loss %.4f, %.0f tokens/s\n", out_dir.c_str(),
+              static_cast<long long>(r.steps_done), r.last_loss, r.last_val_loss, r.tokens_per_second);
+}
+
+// One MPI rank's run. A rank that fails prints its error on one line and ends every rank
+// (MPI_Abort): the others would otherwise wait forever in their next all-reduce.
+void run_mpi(train::RunOptions run) {
+  parallel::MpiSession session;
+  int rank = 0, size = 1;
+  try {
+    parallel::MpiComm mpi;
+    rank = mpi.rank(), size = mpi.size();
+    MpiGradientComm comm(mpi);
+    run.comm = &comm;
+    if (rank != 0) run.quiet = true;
+    const train::RunResult r = train::run_training(run);
+    mpi.barrier();  // rank 0 may still be writing the last checkpoint
+    if (rank == 0) print_result(run.out_dir, r);
+  } catch (const std::exception& e) {
+    const bool ours = dynamic_cast<const Error*>(&e) != nullptr;
+    const std::string where = size > 1 ? "rank " + std::to_string(rank) + " of " + std::to_string(size) + ": " : "";
+    std::fflush(stdout);
+    std::fprintf(stderr, "moge: %s: %s%s\n", ours ? "error" : "internal error", where.c_str(), e.what());
+    std::fflush(stderr);
+    parallel::abort_world(ours ? 1 : 2);
+  }
+}
+
+}  // namespace
 
 void add_train_command(CLI::App& app) {
   struct Args {
     train::RunOptions run;
     int threads = 0;
+    bool mpi = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("train", "train a model (AdamW, warmup + cosine, checkpoints, resume)");
@@ -26,12 +78,14 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--resume", a->run.resume, "continue the run in --out from its latest checkpoint");
   cmd->add_option("--stop-after", a->run.stop_after, "stop after this step (with a checkpoint)");
   cmd->add_flag("-q,--quiet", a->run.quiet, "no progress bar");
-  cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)");
+  cmd->add_option("-t,--threads", a->threads, "threads per process (default: all cores)");
+  cmd->add_flag("--mpi", a->mpi,
+                "data-parallel over the ranks of mpirun: train.grad_accum (a multiple of the ranks) is split "
+                "among them, gradients are summed; rank 0 logs and writes checkpoints");
   cmd->callback([a] {
     if (a->threads > 0) omp_set_num_threads(a->threads);
-    const train::RunResult r = train::run_training(a->run);
-    std::printf("%s: %lld steps, loss %.4f, validation loss %.4f, %.0f tokens/s\n", a->run.out_dir.c_str(),
-                static_cast<long long>(r.steps_done), r.last_loss, r.last_val_loss, r.tokens_per_second);
+    if (a->mpi) return run_mpi(a->run);
+    print_result(a->run.out_dir, train::run_training(a->run));
   });
 }
 
