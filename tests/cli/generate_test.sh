@@ -47,3 +47,15 @@ for layer in t['layers']:
     for r in range(t['tokens']):
         assert sorted(e // 2 for e in layer[4 * r:4 * r + 4]) == [0, 1, 2, 3], layer[4 * r:4 * r + 4]
 "
+# moge eval on a shard of random tokens (MOGETOK1, see src/moge/train/data.h): MoGE on 4 devices
+# gives IS 0 in every batch; the loss is finite and near ln(800) for a random model.
+/usr/bin/python3 -c "
+import struct, numpy as np
+tok = np.random.default_rng(1).integers(0, 800, 200).astype('<u2')
+open('$dir/val.bin', 'wb').write(b'MOGETOK1' + struct.pack('<IIqII', 1, 2, len(tok), 800, 0) + tok.tobytes())"
+"$moge" eval -m "$dir/f32" --data "$dir" --seq-len 32 --windows 4 --devices 4 --batch-tokens 16 --json \
+  2> /dev/null > "$dir/eval.json"
+/usr/bin/python3 -c "
+import json, math; j = json.load(open('$dir/eval.json'))
+assert j['tokens'] == 128 and j['mean_is'] == 0.0 and j['mean_balancedness'] == 1.0, j
+assert 3 < j['val_loss'] < 15, j['val_loss']"

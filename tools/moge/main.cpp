@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   moge::cli::add_data_command(app);
   moge::cli::add_convert_command(app);
   moge::cli::add_train_command(app);
+  moge::cli::add_eval_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
