@@ -89,12 +89,12 @@ void write_config(const std::string& in_dir, const std::string& out_dir, WeightF
   write_file_atomically(out_dir + "/config.json", cfg.dump(2) + "\n");
 }
 
-// Tokenizer and generation files: everything but weights and the config.
+// Tokenizer and generation files: everything but weights, the config and training state.
 void copy_side_files(const std::string& in_dir, const std::string& out_dir) {
   for (const auto& e : fs::directory_iterator(in_dir)) {
     const std::string name = e.path().filename().string();
     if (!e.is_regular_file() || name == "config.json" || name == "model.safetensors.index.json" ||
-        e.path().extension() == ".safetensors" || ends_with(name, ".tmp"))
+        name == "trainer_state.json" || e.path().extension() == ".safetensors" || ends_with(name, ".tmp"))
       continue;
     std::error_code ec;
     fs::copy_file(e.path(), fs::path(out_dir) / name, fs::copy_options::overwrite_existing, ec);
