@@ -24,6 +24,16 @@ MOGE_AVX512 inline __m512i dpbusd(__m512i acc, __m512i u8, __m512i s8) {
   return acc;
 }
 
+// Σ of the 16 int32 lanes, wrapping mod 2^32 (GCC's _mm512_reduce_add_epi32 adds as signed
+// int, which overflow makes undefined; the offset trick below relies on the wrap).
+MOGE_AVX512 inline uint32_t reduce_add_wrapping(__m512i v) {
+  __m256i s = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(1, 0, 3, 2)));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, _MM_SHUFFLE(2, 3, 0, 1)));
+  return uint32_t(_mm_cvtsi128_si32(t));
+}
+
 // Tiles: R activation rows × NO output rows, U independent accumulators along `in`.
 //  - rows <= 4 (decode): NO = 1. Each thread then walks its output rows one after the other,
 //    so the weights are ONE sequential stream: measured on Zen 4, 24.7 GB/s on one core, against
@@ -74,7 +84,7 @@ MOGE_AVX512 void q8_tile(const QuantActs& a, int64_t r0, const Q8Ref& w, int64_t
       __m512i t = acc[o][r][0];
       for (int u = 1; u < U; ++u) t = _mm512_add_epi32(t, acc[o][r][u]);
       // Σ (qx + 128)·q − 128·Σ q = Σ qx·q; wrap-around int32 arithmetic makes it exact.
-      const uint32_t s = uint32_t(_mm512_reduce_add_epi32(t)) - 128u * uint32_t(w.row_sum[o0 + o]);
+      const uint32_t s = reduce_add_wrapping(t) - 128u * uint32_t(w.row_sum[o0 + o]);
       y[(r0 + r) * ldy + o0 + o] = float(int32_t(s)) * (a.scale[r0 + r] * w.scale[o0 + o]);
     }
 }
