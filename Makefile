@@ -5,7 +5,7 @@
 JOBS ?= $(shell nproc)
 MOGE := build/release/tools/moge/moge
 
-.PHONY: deps build build-asan test test-release test-asan demo bench clean
+.PHONY: deps build build-asan test test-release test-asan demo bench bench-train clean
 
 deps:
 	@scripts/install-deps
@@ -32,6 +32,10 @@ demo: build
 
 bench: build
 	build/release/bench/moe_layer_bench
+
+# moge train against PyTorch 1.13 on the same model and threads (bench/train_vs_torch.sh).
+bench-train: build
+	bench/train_vs_torch.sh --moge $(MOGE)
 
 clean:
 	rm -rf build
