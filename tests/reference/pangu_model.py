@@ -308,8 +308,8 @@ def snap_quantized_biases(w32):
             w32[name] = (torch.round(w32[name].to(DTYPE) / deq_scale) * deq_scale).to(torch.float32)
 
 
-def write_single_file_model(model_dir, stored, cfg, torch_dtype):
-    """config.json + one model.safetensors (no index), read back bit for bit."""
+def new_model_dir(model_dir, cfg, torch_dtype):
+    """An empty model_dir (replaced if present) holding config.json."""
     if os.path.isdir(model_dir):
         shutil.rmtree(model_dir)
     os.makedirs(model_dir)
@@ -318,6 +318,11 @@ def write_single_file_model(model_dir, stored, cfg, torch_dtype):
     with open(os.path.join(model_dir, "config.json"), "w") as fh:
         json.dump(config, fh, indent=2)
         fh.write("\n")
+
+
+def write_single_file_model(model_dir, stored, cfg, torch_dtype):
+    """config.json + one model.safetensors (no index), read back bit for bit."""
+    new_model_dir(model_dir, cfg, torch_dtype)
     path = os.path.join(model_dir, "model.safetensors")
     write_safetensors(path, stored)
     back = read_safetensors(path)
@@ -655,14 +660,7 @@ def shard_plan(cfg):
 
 
 def write_model(model_dir, weights, cfg, torch_dtype):
-    if os.path.isdir(model_dir):
-        shutil.rmtree(model_dir)
-    os.makedirs(model_dir)
-    config = dict(cfg)
-    config["torch_dtype"] = torch_dtype
-    with open(os.path.join(model_dir, "config.json"), "w") as fh:
-        json.dump(config, fh, indent=2)
-        fh.write("\n")
+    new_model_dir(model_dir, cfg, torch_dtype)
 
     shards = shard_plan(cfg)
     assert sorted(n for s in shards for n in s) == sorted(weights)

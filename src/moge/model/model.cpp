@@ -246,8 +246,9 @@ void Model::forward(const int32_t* tokens, int64_t n, KvCache& cache, float* log
   check(pos0 + n <= cache.capacity, "context of " + std::to_string(pos0 + n) + " tokens exceeds the KV cache (" +
                                         std::to_string(cache.capacity) + ")");
   for (int64_t t = 0; t < n; ++t)
-    check(tokens[t] >= 0 && tokens[t] < c.vocab_size,
-          "token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" + std::to_string(c.vocab_size) + ")");
+    if (tokens[t] < 0 || tokens[t] >= c.vocab_size)  // message built only on failure: a per-token loop
+      throw Error("token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" +
+                  std::to_string(c.vocab_size) + ")");
 
   std::vector<float> x(n * d), normed(n * d), q(n * c.q_dim()), att(n * c.q_dim()), tmp(n * d);
   for (int64_t t = 0; t < n; ++t) {

@@ -105,11 +105,10 @@ std::vector<model::NamedTensor> TrainableDecoder::checkpoint_gradients() const {
 
 std::vector<model::NamedTensor> TrainableDecoder::layout(bool gradients) const {
   std::vector<model::NamedTensor> out;
-  auto add = [&](const std::string& name, const Tensor& t, const float* data, Shape shape) {
-    (void)t;
+  auto add = [&](const std::string& name, const float* data, Shape shape) {
     out.push_back({name, model::StDType::F32, std::move(shape), data});
   };
-  auto whole = [&](const std::string& name, const Tensor& t) { add(name, t, t.f32(), t.shape()); };
+  auto whole = [&](const std::string& name, const Tensor& t) { add(name, t.f32(), t.shape()); };
   const int64_t n = cfg_.num_experts;
   const bool g = gradients;
   whole("model.embed_tokens.weight", g ? d_embed_ : embed_);
@@ -135,7 +134,7 @@ std::vector<model::NamedTensor> TrainableDecoder::layout(bool gradients) const {
       for (auto [name, t] : {std::pair{"gate_proj", &w.experts_gate}, {"up_proj", &w.experts_up},
                              {"down_proj", &w.experts_down}}) {
         const int64_t rows = t->dim(1), cols = t->dim(2);
-        add(e + name + ".weight", *t, t->f32() + j * rows * cols, {rows, cols});
+        add(e + name + ".weight", t->f32() + j * rows * cols, {rows, cols});
       }
     }
     if (cfg_.shared_expert_intermediate_size > 0) {
@@ -222,7 +221,8 @@ LossParts TrainableDecoder::forward(const int32_t* inputs, const int32_t* target
         "sequence length " + std::to_string(seq) + " exceeds max_position_embeddings");
   const int64_t rows = int64_t(batch) * seq, d = c.hidden_size, qd = c.q_dim(), kvd = c.kv_dim(), v = c.vocab_size;
   for (int64_t i = 0; i < rows; ++i)
-    check(inputs[i] >= 0 && inputs[i] < v, "token id " + std::to_string(inputs[i]) + " outside the vocabulary");
+    if (inputs[i] < 0 || inputs[i] >= v)  // message built only on failure: a per-token loop
+      throw Error("token id " + std::to_string(inputs[i]) + " outside the vocabulary");
   Activations& a = *act_;
   a.batch = batch, a.seq = seq;
   a.layers.resize(layers_.size());
@@ -262,8 +262,8 @@ LossParts TrainableDecoder::forward(const int32_t* inputs, const int32_t* target
   kernels::matmul(rows, v, d, MatRef::f32(a.n_final.data(), d), MatRef::f32(head.f32(), d, true), a.logits.data(), v);
 
   for (int64_t i = 0; i < rows; ++i) {
-    check(targets[i] == kernels::kIgnoreTarget || (targets[i] >= 0 && targets[i] < v),
-          "target id " + std::to_string(targets[i]) + " outside the vocabulary");
+    if (targets[i] != kernels::kIgnoreTarget && (targets[i] < 0 || targets[i] >= v))
+      throw Error("target id " + std::to_string(targets[i]) + " outside the vocabulary");
     loss.targets += targets[i] != kernels::kIgnoreTarget;
   }
   const float ce_scale = loss.targets > 0 ? scale / float(loss.targets) : 0.0f;
