@@ -17,17 +17,18 @@ namespace moge::cli {
 
 namespace {
 
-// The trainer's communicator interface over MPI (train and parallel do not know each other).
-class MpiGradientComm : public train::GradientComm {
+// The trainer's communicator interface over a parallel::Comm (train and parallel do not know
+// each other).
+class GradientCommOver : public train::GradientComm {
  public:
-  explicit MpiGradientComm(parallel::MpiComm& mpi) : mpi_(mpi) {}
-  int rank() const override { return mpi_.rank(); }
-  int size() const override { return mpi_.size(); }
-  void allreduce_sum(float* data, int64_t n) override { mpi_.allreduce_sum(data, n); }
-  void allreduce_sum(double* data, int64_t n) override { mpi_.allreduce_sum(data, n); }
+  explicit GradientCommOver(parallel::Comm& comm) : comm_(comm) {}
+  int rank() const override { return comm_.rank(); }
+  int size() const override { return comm_.size(); }
+  void allreduce_sum(float* data, int64_t n) override { comm_.all_reduce_sum(data, n); }
+  void allreduce_sum(double* data, int64_t n) override { comm_.all_reduce_sum(data, n); }
 
  private:
-  parallel::MpiComm& mpi_;
+  parallel::Comm& comm_;
 };
 
 void print_result(const std::string& out_dir, const train::RunResult& r) {
@@ -43,7 +44,7 @@ void run_mpi(train::RunOptions run) {
   try {
     parallel::MpiComm mpi;
     rank = mpi.rank(), size = mpi.size();
-    MpiGradientComm comm(mpi);
+    GradientCommOver comm(mpi);
     run.comm = &comm;
     if (rank != 0) run.quiet = true;
     const train::RunResult r = train::run_training(run);
