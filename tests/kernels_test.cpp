@@ -108,17 +108,20 @@ struct DTypePair {
 TEST(Matmul, MatchesNaiveLoopsForAllLayoutsAndDtypes) {
   const DTypePair dtypes[] = {
       {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f32, DType::bf16}, {DType::bf16, DType::f32}};
-  // m = 1 and 5 take oneDNN's small-row path, 13 and 33 an exact-shape primitive.
-  const int64_t ms[] = {1, 5, 13, 33};
-  const int64_t n = 11, k = 23;
+  // m = 1 and 5 take oneDNN's small-row path, 13 and 33 an exact-shape primitive, 97 = 96 + 1 and
+  // 134 = 128 + 6 a bulk primitive plus a tail; k = 75 = 64 + 11 is cut in two accumulated pieces.
+  const int64_t ms[] = {1, 5, 13, 33, 97, 134};
+  const int64_t ks[] = {23, 75};
+  const int64_t n = 11;
   Rng rng(1);
   for (auto [dta, dtb] : dtypes)
     for (bool trans_a : {false, true})
       for (bool trans_b : {false, true})
         for (int64_t m : ms)
+          for (int64_t k : ks)
           for (bool accumulate : {false, true}) {
             SCOPED_TRACE(testing::Message() << dtype_name(dta) << " x " << dtype_name(dtb) << " trans_a " << trans_a
-                                            << " trans_b " << trans_b << " m " << m << " accumulate " << accumulate);
+                                            << " trans_b " << trans_b << " m " << m << " k " << k << " accumulate " << accumulate);
             // Padded rows everywhere: ld > stored columns for a, b and c.
             Operand a(m, k, trans_a, dta, 3, rng), b(k, n, trans_b, dtb, 5, rng);
             const int64_t ldc = n + 2;
@@ -174,10 +177,11 @@ TEST(Matmul, EmptyReductionGivesZeroOrLeavesCWhenAccumulating) {
   }
 }
 
-// matmul.h: primitives are created once per exact problem and cached. A repeated problem creates
-// none; and a handful of rows (f32: up to 8, bf16: 1; see matmul.cpp) share one primitive whatever
-// m is, so decode steps with varying batch do not create primitives. Larger m are exact-shape
-// primitives by design (one each), so they are not asserted here.
+// matmul.h: primitives are created once per problem and cached. A repeated problem creates
+// none; a handful of rows (f32: up to 8, bf16: 1; see matmul.cpp) share one primitive whatever
+// m is, so decode steps with varying batch do not create primitives; and m or k above 64 are cut
+// into a multiple of 32 and a tail, so tokens-per-expert counts that vary from step to step
+// reuse a bounded set of primitives.
 TEST(Matmul, PrimitiveCacheReusesPrimitives) {
   Rng rng(5);
   // Sizes no other test uses, so the first call here is a guaranteed cache miss.
@@ -207,6 +211,20 @@ TEST(Matmul, PrimitiveCacheReusesPrimitives) {
     matmul(1, n, k, a.ref(), bb.ref(), c.data(), n);
   }
   EXPECT_EQ(matmul_primitive_count() - before_bf16, 1) << "bf16, m = 1";
+
+  // Every m in 65..320 (expert GEMMs in training) and every k in 65..320 (their weight
+  // gradients): bulks 64, 96, ..., 320 (9 values) and tails 1..31 (of which 1..8 share the
+  // run-time-rows primitive when they are m): at most 9 + 31 = 40 primitives each, not 256.
+  Operand wide_b(320, n, false, DType::f32, 0, rng);
+  Operand tall_a(320, k, false, DType::f32, 0, rng);
+  std::vector<float> wide_c(size_t(320 * n));
+  const int before_m = matmul_primitive_count();
+  for (int64_t mm = 65; mm <= 320; ++mm) matmul(mm, n, k, tall_a.ref(), b.ref(), wide_c.data(), n);
+  EXPECT_LE(matmul_primitive_count() - before_m, 40) << "m = 65..320";
+  Operand short_a(3, 320, false, DType::f32, 0, rng);
+  const int before_k = matmul_primitive_count();
+  for (int64_t kk = 65; kk <= 320; ++kk) matmul(3, n, kk, short_a.ref(), wide_b.ref(), wide_c.data(), n);
+  EXPECT_LE(matmul_primitive_count() - before_k, 40) << "k = 65..320";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 #include "moge/kernels/matmul.h"
 
+#include <list>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -27,7 +28,7 @@ memory::dims strides_of(const MatRef& r) { return r.trans ? memory::dims{1, r.ld
 
 // One primitive per exact problem. oneDNN's fastest kernels (brgemm) need every size and stride
 // at creation: a run-time m falls back to its plain GEMM, 1.2-6x slower for the 16-128-row
-// products of per-expert GEMMs (measured on this machine, 2 threads). Creation costs ~0.25 ms, so
+// products of per-expert GEMMs (measured on this machine, 2 threads). Creation costs ~0.3 ms, so
 // primitives are kept in a bounded cache, least recently used out first. The exception is a
 // handful of rows (decode): there brgemm is 2-4x slower than oneDNN's GEMV/small-GEMM path, which
 // a run-time m selects (f32 up to 8 rows; bf16 only for 1 row, where its run-time path is worse
@@ -48,14 +49,13 @@ struct Prepared {
   memory::desc scratchpad;
 };
 
+// LRU: the list holds entries most recently used first; the map finds them. O(log n) a lookup,
+// O(1) to refresh or evict (a scan for the oldest entry cost more than the GEMMs in training).
 struct Cache {
-  struct Entry {
-    Prepared prepared;
-    uint64_t last_use;
-  };
+  using Order = std::list<std::pair<Key, Prepared>>;
   std::mutex mutex;
-  std::map<Key, Entry> primitives;
-  uint64_t clock = 0;
+  Order order;
+  std::map<Key, Order::iterator> index;
   int created = 0;
 };
 Cache& cache() {
@@ -84,22 +84,60 @@ Prepared create_primitive(const Key& key) {
 Prepared primitive_for(const Key& key) {
   Cache& c = cache();
   std::lock_guard lock(c.mutex);
-  ++c.clock;
-  auto it = c.primitives.find(key);
-  if (it != c.primitives.end()) {
-    it->second.last_use = c.clock;
-    return it->second.prepared;
+  if (auto it = c.index.find(key); it != c.index.end()) {
+    c.order.splice(c.order.begin(), c.order, it->second);
+    return it->second->second;
   }
-  if (c.primitives.size() >= kCacheCapacity) {
-    auto oldest = c.primitives.begin();
-    for (auto i = c.primitives.begin(); i != c.primitives.end(); ++i)
-      if (i->second.last_use < oldest->second.last_use) oldest = i;
-    c.primitives.erase(oldest);
+  if (c.order.size() >= kCacheCapacity) {
+    c.index.erase(c.order.back().first);
+    c.order.pop_back();
   }
-  Prepared prim = create_primitive(key);
-  c.primitives.emplace(key, Cache::Entry{prim, c.clock});
+  c.order.emplace_front(key, create_primitive(key));
+  c.index.emplace(key, c.order.begin());
   ++c.created;
-  return prim;
+  return c.order.front().second;
+}
+
+// One oneDNN execution of exactly this problem (dtypes already equal, k > 0).
+void run_primitive(int64_t m, int64_t n, int64_t k, const MatRef& a, const MatRef& b, float* c, int64_t ldc,
+                   bool accumulate) {
+  const int64_t max_runtime_rows = a.dtype == DType::f32 ? 8 : 1;
+  const int64_t key_m = m <= max_runtime_rows ? kRuntimeRows : m;
+  Prepared prim = primitive_for({omp_get_max_threads(), a.dtype, a.trans, b.trans, accumulate, key_m, n, k, a.ld, b.ld, ldc});
+  auto dt = to_dnnl(a.dtype);
+  memory a_mem({{m, k}, dt, strides_of(a)}, engine(), const_cast<void*>(a.data));
+  memory b_mem({{k, n}, dt, strides_of(b)}, engine(), const_cast<void*>(b.data));
+  memory c_mem({{m, n}, memory::data_type::f32, {ldc, 1}}, engine(), c);
+  thread_local dnnl::stream stream(engine());
+  thread_local AlignedBuffer scratchpad;
+  if (prim.scratchpad.get_size() > scratchpad.size()) scratchpad = AlignedBuffer(prim.scratchpad.get_size());
+  memory scratch_mem(prim.scratchpad, engine(), scratchpad.data());
+  prim.primitive.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem},
+                        {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+  stream.wait();
+}
+
+// Sizes that change from call to call — tokens per expert: m in the forward and input-gradient
+// GEMMs, k in the weight-gradient ones — took hundreds of values in training, each a new
+// primitive: the cache thrashed (164 creations a step, a quarter of the step). So m and k above
+// kExactUpTo are cut into a bulk that is a multiple of kBucket and a tail below kBucket, each an
+// exact primitive: at most range / kBucket + kBucket primitives per shape, for one or two
+// executions a call. (A run-time size instead would lose brgemm; padding would copy operands.)
+constexpr int64_t kExactUpTo = 64, kBucket = 32;
+
+// [0, d) as at most two pieces: calls fn(offset, size) for each.
+template <class Fn>
+void for_each_piece(int64_t d, Fn&& fn) {
+  const int64_t bulk = d > kExactUpTo ? d - d % kBucket : d;
+  fn(int64_t(0), bulk);
+  if (bulk < d) fn(bulk, d - bulk);
+}
+
+// The operand `r` advanced by `rows` logical rows and `cols` logical columns.
+MatRef offset(MatRef r, int64_t rows, int64_t cols) {
+  const int64_t elements = r.trans ? cols * r.ld + rows : rows * r.ld + cols;
+  r.data = static_cast<const char*>(r.data) + elements * int64_t(dtype_size(r.dtype));
+  return r;
 }
 
 // Thread-local scratch for rounding an f32 operand to bf16.
@@ -127,20 +165,11 @@ void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64
         for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
     return;
   }
-  const int64_t max_runtime_rows = a.dtype == DType::f32 ? 8 : 1;
-  const int64_t key_m = m <= max_runtime_rows ? kRuntimeRows : m;
-  Prepared prim = primitive_for({omp_get_max_threads(), a.dtype, a.trans, b.trans, accumulate, key_m, n, k, a.ld, b.ld, ldc});
-  auto dt = to_dnnl(a.dtype);
-  memory a_mem({{m, k}, dt, strides_of(a)}, engine(), const_cast<void*>(a.data));
-  memory b_mem({{k, n}, dt, strides_of(b)}, engine(), const_cast<void*>(b.data));
-  memory c_mem({{m, n}, memory::data_type::f32, {ldc, 1}}, engine(), c);
-  thread_local dnnl::stream stream(engine());
-  thread_local AlignedBuffer scratchpad;
-  if (prim.scratchpad.get_size() > scratchpad.size()) scratchpad = AlignedBuffer(prim.scratchpad.get_size());
-  memory scratch_mem(prim.scratchpad, engine(), scratchpad.data());
-  prim.primitive.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem},
-                        {DNNL_ARG_SCRATCHPAD, scratch_mem}});
-  stream.wait();
+  for_each_piece(m, [&](int64_t m0, int64_t mb) {
+    for_each_piece(k, [&](int64_t k0, int64_t kb) {
+      run_primitive(mb, n, kb, offset(a, m0, k0), offset(b, k0, 0), c + m0 * ldc, ldc, accumulate || k0 > 0);
+    });
+  });
 }
 
 int matmul_primitive_count() {

@@ -6,9 +6,10 @@
 // Row-major operands; op() transposes when the operand's `trans` flag is set, so a weight stored
 // PyTorch-style as [out, in] is used as B = {W, trans = true} for y = x · Wᵀ. A and B may be f32 or
 // bf16; accumulation is always f32. When their dtypes differ the f32 one is rounded to bf16 first
-// (weights decide the compute type). Primitives are created once per exact problem (sizes,
-// strides, dtypes, flags) and kept in a bounded LRU cache: oneDNN's fast kernels need the sizes
-// at creation.
+// (weights decide the compute type). Primitives are created once per problem (sizes, strides,
+// dtypes, flags) and kept in a bounded LRU cache: oneDNN's fast kernels need the sizes at
+// creation. m and k above 64 run as a multiple of 32 plus a tail (two executions), so sizes that
+// vary from call to call (tokens per expert) reuse a bounded set of primitives.
 #include <cstdint>
 
 #include "moge/core/dtype.h"
