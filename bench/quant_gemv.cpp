@@ -3,8 +3,8 @@
 //
 //   quant_gemv_bench [--quick]
 //
-// 1. STREAM-like bandwidth over a 1 GiB f32 array: a read-only sum (the access pattern of weight
-//    streaming: the reference for the ratios below) and a triad a = b + s·c over three 1/3 GiB
+// 1. STREAM-like bandwidth over a 1 GiB f32 array: a read-only sum (kernels/membw: the access
+//    pattern of weight streaming, the reference for the ratios below) and a triad a = b + s·c over three 1/3 GiB
 //    arrays (counted as 3 streams, no write-allocate), best of 5, with 1 and 2 OpenMP threads.
 // 2. y[rows, out] = x[rows, in] · Wᵀ over many different weight matrices of one expert-like
 //    shape (out, in) = (1024, 2048) and (2048, 1024), called one after the other (a "sweep"), as
@@ -35,6 +35,7 @@
 #include "moge/core/dtype.h"
 #include "moge/core/rng.h"
 #include "moge/kernels/matmul.h"
+#include "moge/kernels/membw.h"
 #include "moge/kernels/quant.h"
 
 using namespace moge;
@@ -90,17 +91,10 @@ struct Stream {
   double read_gbs, triad_gbs;
 };
 
+// The read figure is the library's probe (the one `moge bench` divides by); the triad is only
+// printed for comparison with published STREAM numbers.
 Stream measure_stream(float* a, int64_t n, int reps) {
-  Stream s{0, 0};
-  volatile float sink = 0;
-  for (int rep = 0; rep < reps; ++rep) {
-    const auto t0 = Clock::now();
-    float sum = 0.0f;
-#pragma omp parallel for simd reduction(+ : sum) schedule(static)
-    for (int64_t i = 0; i < n; ++i) sum += a[i];
-    s.read_gbs = std::max(s.read_gbs, double(n) * 4 / seconds_since(t0) / 1e9);
-    sink = sink + sum;
-  }
+  Stream s{kernels::measure_read_bandwidth(size_t(n) * 4, reps), 0};
   const int64_t m = n / 3;
   float *x = a, *b = a + m, *c = a + 2 * m;
   for (int rep = 0; rep < reps; ++rep) {
