@@ -24,8 +24,6 @@ namespace {
 using kernels::Weight;
 using kernels::WeightFormat;
 
-std::string dims(int64_t out, int64_t in) { return "[" + std::to_string(out) + ", " + std::to_string(in) + "]"; }
-
 // Loads tensors by HF name and remembers which were used.
 class Loader {
  public:
@@ -102,6 +100,12 @@ class Loader {
   }
 
   bool has(const std::string& name) const { return ckpt_->has(name); }
+  // Counts the tensors of `base`.* as used without loading them (experts of another device).
+  void skip(const std::string& base) {
+    for (const char* part : {".weight", ".weight_scale", ".weight_offset", ".input_scale", ".input_offset",
+                             ".quant_bias", ".deq_scale", ".bias"})
+      if (has(base + part)) used_.insert(base + part);
+  }
   std::unique_ptr<Checkpoint> release() { return std::move(ckpt_); }
   void report_unused() const {
     auto extra = ckpt_->unexpected(used_);
@@ -165,7 +169,7 @@ Model::~Model() = default;
 Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 
-Model Model::load(const std::string& dir, WeightFormat format) {
+Model Model::load(const std::string& dir, WeightFormat format, ExpertSlice experts) {
   Model m;
   m.cfg_ = ModelConfig::from_file(dir + "/config.json");
   const ModelConfig& c = m.cfg_;
@@ -183,6 +187,10 @@ Model Model::load(const std::string& dir, WeightFormat format) {
   }
   const moe::MoeConfig moe_cfg = c.moe_config();
   const int64_t n = c.num_experts, f = c.moe_intermediate_size, s = c.shared_expert_intermediate_size;
+  const int64_t e_begin = experts.begin, e_end = experts.end < 0 ? n : experts.end;
+  check(0 <= e_begin && e_begin <= e_end && e_end <= n,
+        dir + "/config.json: experts [" + std::to_string(e_begin) + ", " + std::to_string(e_end) +
+            ") requested of a model with num_experts " + std::to_string(n));
   for (int i = 0; i < c.num_hidden_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
     DecoderLayer layer;
@@ -197,6 +205,13 @@ Model Model::load(const std::string& dir, WeightFormat format) {
     w.router_scale = l.take(p + "mlp.router_scale", {1, n});
     for (int64_t j = 0; j < n; ++j) {
       const std::string e = p + "mlp.experts." + std::to_string(j) + ".";
+      if (j < e_begin || j >= e_end) {  // another device's: empty weights, tensors not touched
+        for (const char* proj : {"gate_proj", "up_proj", "down_proj"}) l.skip(e + proj);
+        w.experts_gate.emplace_back();
+        w.experts_up.emplace_back();
+        w.experts_down.emplace_back();
+        continue;
+      }
       w.experts_gate.push_back(l.weight(e + "gate_proj", f, d, format));
       w.experts_up.push_back(l.weight(e + "up_proj", f, d, format));
       w.experts_down.push_back(l.weight(e + "down_proj", d, f, format));
@@ -230,10 +245,12 @@ size_t Model::decode_weight_bytes() const {
       total += lin->weight.bytes() + size_t(lin->bias.numel()) * 4;
     const moe::MoeInferenceWeights& w = layer.moe->inference_weights();
     total += size_t(w.gate.numel() + w.router_scale.numel()) * 4;
-    size_t experts = 0;  // all experts; a token reads K of N
-    for (size_t j = 0; j < w.experts_gate.size(); ++j)
+    size_t experts = 0, held = 0;  // a token reads K experts: K times the mean expert held here
+    for (size_t j = 0; j < w.experts_gate.size(); ++j) {
       experts += w.experts_gate[j].bytes() + w.experts_up[j].bytes() + w.experts_down[j].bytes();
-    total += experts / size_t(c.num_experts) * size_t(c.num_experts_per_tok);
+      held += w.experts_gate[j].empty() ? 0 : 1;
+    }
+    if (held > 0) total += experts / held * size_t(c.num_experts_per_tok);
     total += w.shared_gate.bytes() + w.shared_up.bytes() + w.shared_down.bytes();
     total += size_t(2 * c.hidden_size) * 4;  // norms
   }
@@ -273,7 +290,8 @@ void Model::forward(const int32_t* tokens, int64_t n, KvCache& cache, float* log
     for (int64_t j = 0; j < n * d; ++j) x[j] += tmp[j];
 
     kernels::rmsnorm_forward(x.data(), layer.post_norm.f32(), normed.data(), n, d, c.rms_norm_eps);
-    layer.moe->forward(normed.data(), n, tmp.data(), moe_cache);
+    if (moe_runner_) moe_runner_->run(int(i), *layer.moe, normed.data(), n, tmp.data(), moe_cache);
+    else layer.moe->forward(normed.data(), n, tmp.data(), moe_cache);
     if (trace_) {
       const auto& chosen = moe_cache.routing.expert;
       trace_->expert[i].insert(trace_->expert[i].end(), chosen.begin(), chosen.end());

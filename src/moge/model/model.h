@@ -44,6 +44,22 @@ struct RoutingTrace {
   int64_t tokens() const { return expert.empty() || top_k == 0 ? 0 : int64_t(expert[0].size()) / top_k; }
 };
 
+// Runs the MoE blocks in place of MoeLayer::forward: expert parallelism
+// (parallel/expert_parallel.h) plugs in here. run() must write y[tokens, d] and leave the
+// routing of all `tokens` in cache.routing (for traces).
+class MoeRunner {
+ public:
+  virtual ~MoeRunner() = default;
+  virtual void run(int layer, const moe::MoeLayer& moe, const float* x, int64_t tokens, float* y,
+                   moe::MoeCache& cache) = 0;
+};
+
+// The routed experts to load, [begin, end) in every layer (end < 0: all). The others are left
+// out (another device holds them); the rest of the model is loaded whole.
+struct ExpertSlice {
+  int begin = 0, end = -1;
+};
+
 class Model {
  public:
   Model();
@@ -58,7 +74,8 @@ class Model {
   // Matrices stored in that format are used in place, memory-mapped (no copy); others are
   // converted (quantized) at load. Matrices stored quantized (moge convert, or a W8A8 release)
   // run in their stored format whatever `format` says.
-  static Model load(const std::string& dir, kernels::WeightFormat format = kernels::WeightFormat::f32);
+  static Model load(const std::string& dir, kernels::WeightFormat format = kernels::WeightFormat::f32,
+                    ExpertSlice experts = {});
 
   const ModelConfig& config() const { return cfg_; }
   // Bytes of weights one decoded token streams (all but the embedding table, K experts a layer).
@@ -71,6 +88,10 @@ class Model {
   // Records the routing of every following forward() into `trace` (null: stop recording).
   void set_routing_trace(RoutingTrace* trace) const;
 
+  // Runs the MoE blocks of every following forward() through `runner` (null: MoeLayer::forward).
+  void set_moe_runner(MoeRunner* runner) const { moe_runner_ = runner; }
+  const moe::MoeLayer& moe_layer(int layer) const { return *layers_[size_t(layer)].moe; }
+
  private:
   ModelConfig cfg_;
   std::unique_ptr<Checkpoint> checkpoint_;  // mapped files the weight views point into
@@ -79,6 +100,7 @@ class Model {
   Linear lm_head_;     // [V, d]
   std::vector<DecoderLayer> layers_;
   mutable RoutingTrace* trace_ = nullptr;
+  mutable MoeRunner* moe_runner_ = nullptr;
 };
 
 }  // namespace moge::model

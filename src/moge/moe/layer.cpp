@@ -87,6 +87,10 @@ MoeLayer MoeLayer::for_inference(const MoeConfig& cfg, MoeInferenceWeights w) {
   layer.has_masters_ = false;
   for (int64_t e = 0; e < n; ++e) {
     const std::string j = "experts." + std::to_string(e) + ".";
+    if (w.experts_gate[e].empty() && w.experts_up[e].empty() && w.experts_down[e].empty()) {
+      layer.experts_.push_back({});  // held by another device (expert parallelism)
+      continue;
+    }
     layer.experts_.push_back({checked(w.experts_gate[e], f, d, j + "gate_proj"),
                               checked(w.experts_up[e], f, d, j + "up_proj"),
                               checked(w.experts_down[e], d, f, j + "down_proj")});
@@ -166,29 +170,46 @@ void MoeLayer::bind_master_weights() {
                matrix(w_.shared_down, c_shared_down_, 0, d, s)};
 }
 
+bool MoeLayer::has_expert(int e) const { return experts_[size_t(e)].gate.out > 0; }
+
+void MoeLayer::route(const float* x, int64_t tokens, Routing& routing) const {
+  router_forward(cfg_.router, x, tokens, cfg_.d_model, gate_, router_scale_, routing);
+}
+
+void MoeLayer::run_experts(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end) const {
+  const int d = cfg_.d_model, f = cfg_.expert_ff;
+  const int64_t base = c.dispatch.offsets[e_begin], rows = c.dispatch.offsets[e_end] - base;
+  float *g = sized(c.g, rows * f), *u = sized(c.u, rows * f), *h = sized(c.h, rows * f);
+  for (int e = e_begin; e < e_end; ++e) {
+    const int64_t r0 = c.dispatch.offsets[e] - base, count = c.dispatch.expert_rows(e);
+    if (count == 0) continue;
+    moge::check(has_expert(e), "MoE: expert " + std::to_string(e) + " got tokens but is not held here");
+    mlp_forward(count, d, f, xs + r0 * d, experts_[e], {g + r0 * f, u + r0 * f, h + r0 * f}, ye + r0 * d);
+  }
+}
+
+void MoeLayer::run_shared(const float* x, int64_t tokens, float* y, MoeCache& c) const {
+  const int d = cfg_.d_model, s = cfg_.shared_ff;
+  if (s == 0) {
+    std::fill(y, y + tokens * d, 0.0f);
+    return;
+  }
+  mlp_forward(tokens, d, s, x, shared_, {sized(c.sg, tokens * s), sized(c.su, tokens * s), sized(c.sh, tokens * s)},
+              y);
+}
+
 float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) const {
-  const int d = cfg_.d_model, f = cfg_.expert_ff, s = cfg_.shared_ff, n = cfg_.router.num_experts;
-  router_forward(cfg_.router, x, tokens, d, gate_, router_scale_, c.routing);
+  const int d = cfg_.d_model, n = cfg_.router.num_experts;
+  route(x, tokens, c.routing);
   c.aux_loss = cfg_.aux_alpha > 0 ? aux_loss(c.routing, n, cfg_.aux_alpha) : 0.0f;
   c.dispatch = make_dispatch(c.routing, n);
 
   const int64_t rows = c.dispatch.rows();
   float* xs = sized(c.xs, rows * d);
   float* ye = sized(c.ye, rows * d);
-  float *g = sized(c.g, rows * f), *u = sized(c.u, rows * f), *h = sized(c.h, rows * f);
   gather_rows(c.dispatch, x, d, xs);
-  for (int e = 0; e < n; ++e) {
-    const int64_t r0 = c.dispatch.offsets[e];
-    mlp_forward(c.dispatch.expert_rows(e), d, f, xs + r0 * d, experts_[e], {g + r0 * f, u + r0 * f, h + r0 * f},
-                ye + r0 * d);
-  }
-
-  if (s > 0) {  // the shared expert writes y; the routed experts add to it
-    mlp_forward(tokens, d, s, x, shared_,
-                {sized(c.sg, tokens * s), sized(c.su, tokens * s), sized(c.sh, tokens * s)}, y);
-  } else {
-    std::fill(y, y + tokens * d, 0.0f);
-  }
+  run_experts(xs, ye, c, 0, n);
+  run_shared(x, tokens, y, c);  // the shared expert writes y; the routed experts add to it
   combine_rows(c.dispatch, ye, c.routing.weight.data(), d, y);
   return c.aux_loss;
 }

@@ -36,7 +36,8 @@ struct MoeWeights {
 
 // Inference-only weights: one matrix per projection per expert, each f32, bf16, int8 or int4
 // (the GEMM runs on that format), possibly views of a memory-mapped checkpoint (no copy at
-// load). The router gate and router_scale are f32.
+// load). The router gate and router_scale are f32. An expert whose three Weights are empty is
+// held by another device: tokens routed to it here are an error.
 struct MoeInferenceWeights {
   Tensor gate;          // [N, d] f32
   Tensor router_scale;  // [1, N] f32
@@ -82,6 +83,16 @@ class MoeLayer {
   // y[T, d] = layer(x[T, d]); returns the auxiliary loss (α-weighted). x must stay alive and
   // unchanged until backward.
   float forward(const float* x, int64_t tokens, float* y, MoeCache& cache) const;
+
+  // The pieces of forward(), for callers that place experts on several devices
+  // (parallel/expert_parallel.h): the routing of `tokens` rows of x; the experts [e_begin, e_end)
+  // over their rows of c.dispatch (xs and ye hold those rows only, starting at the row
+  // offsets[e_begin]; activations go to c.g/u/h); y[tokens, d] = shared expert (0 without one).
+  void route(const float* x, int64_t tokens, Routing& routing) const;
+  void run_experts(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end) const;
+  void run_shared(const float* x, int64_t tokens, float* y, MoeCache& c) const;
+  // False for an expert whose weights were left out at load (held by another device).
+  bool has_expert(int e) const;
 
   // Loss L = <dy, y> + aux_grad · aux. Writes dx[T, d]; accumulates into grads (shaped like the
   // weights, e.g. MoeWeights::zeros). Consumes the cache's activations.

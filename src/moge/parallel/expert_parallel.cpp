@@ -1,0 +1,281 @@
+#include "moge/parallel/expert_parallel.h"
+
+#include <chrono>
+#include <cstring>
+
+#include "moge/core/error.h"
+#include "moge/model/safetensors.h"
+#include "moge/moe/dispatch.h"
+
+namespace moge::parallel {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// y[t] += w · rows[r] over the entries (t, i) for which pick(t·K + i) gives a row r >= 0, in
+// the entry order: the order MoeLayer::forward's combine_rows sums in.
+template <class Pick>
+void combine(int64_t tokens, int k, int d, const float* weight, const float* rows, Pick&& pick, float* y) {
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < tokens; ++t) {
+    float* yt = y + t * d;
+    for (int i = 0; i < k; ++i) {
+      const int64_t r = pick(t * k + i);
+      if (r < 0) continue;
+      const float* src = rows + r * d;
+      const float w = weight[t * k + i];
+      for (int j = 0; j < d; ++j) yt[j] += w * src[j];
+    }
+  }
+}
+
+std::vector<int64_t> scaled(const std::vector<int64_t>& counts, int64_t by) {
+  std::vector<int64_t> out(counts);
+  for (int64_t& c : out) c *= by;
+  return out;
+}
+
+}  // namespace
+
+DispatchScheme parse_dispatch_scheme(const std::string& name) {
+  if (name == "all_gather") return DispatchScheme::all_gather;
+  if (name == "all_to_all") return DispatchScheme::all_to_all;
+  throw Error("--dispatch: '" + name + "' is not a dispatch scheme (all_gather, all_to_all)");
+}
+
+const char* dispatch_scheme_name(DispatchScheme scheme) {
+  return scheme == DispatchScheme::all_gather ? "all_gather" : "all_to_all";
+}
+
+DispatchScheme default_dispatch_scheme(moe::RoutingMode mode) {
+  return mode == moe::RoutingMode::grouped ? DispatchScheme::all_gather : DispatchScheme::all_to_all;
+}
+
+std::pair<int64_t, int64_t> token_slice(int64_t tokens, int device, int devices) {
+  return {tokens * device / devices, tokens * (device + 1) / devices};
+}
+
+ExpertParallelMoe::ExpertParallelMoe(Comm& comm, const Placement& placement, int num_layers, DispatchScheme scheme)
+    : comm_(comm), placement_(placement), scheme_(scheme), load_(size_t(num_layers)) {
+  check(comm.size() == placement.devices(), "expert parallelism: " + std::to_string(comm.size()) +
+                                                " ranks for a placement on " + std::to_string(placement.devices()) +
+                                                " devices");
+}
+
+void ExpertParallelMoe::reset_load() { load_.assign(load_.size(), LayerLoad{}); }
+
+void ExpertParallelMoe::run(int layer, const moe::MoeLayer& moe, const float* x, int64_t tokens, float* y,
+                            moe::MoeCache& cache) {
+  check(moe.config().router.num_experts == placement_.num_experts(),
+        "expert parallelism: the model has " + std::to_string(moe.config().router.num_experts) +
+            " experts, the placement " + std::to_string(placement_.num_experts()));
+  LayerLoad& load = load_.at(size_t(layer));
+  ++load.calls;
+  load.tokens += tokens;
+  if (scheme_ == DispatchScheme::all_gather) run_all_gather(load, moe, x, tokens, y, cache);
+  else run_all_to_all(load, moe, x, tokens, y, cache);
+}
+
+void ExpertParallelMoe::gather_slices(float* y, int64_t tokens, int d, LayerLoad& load) {
+  const int devices = comm_.size();
+  std::vector<int64_t> counts(static_cast<size_t>(devices));
+  for (int p = 0; p < devices; ++p) {
+    auto [a, b] = token_slice(tokens, p, devices);
+    counts[size_t(p)] = (b - a) * d;
+  }
+  const auto [s0, s1] = token_slice(tokens, comm_.rank(), devices);
+  std::vector<float> mine(y + s0 * d, y + s1 * d);  // send and receive must not overlap
+  const auto t = Clock::now();
+  comm_.all_gather_v(mine.data(), y, counts, packed_displacements(counts));
+  load.comm_s += seconds_since(t);
+}
+
+void ExpertParallelMoe::run_all_gather(LayerLoad& load, const moe::MoeLayer& moe, const float* x, int64_t tokens,
+                                       float* y, moe::MoeCache& cache) {
+  const moe::MoeConfig& cfg = moe.config();
+  const int d = cfg.d_model, k = cfg.router.top_k, devices = comm_.size(), me = comm_.rank();
+  const auto start = Clock::now();
+  moe.route(x, tokens, cache.routing);
+  cache.dispatch = moe::make_dispatch(cache.routing, cfg.router.num_experts);
+  const moe::Dispatch& dp = cache.dispatch;
+
+  // This device's experts: their rows of the dispatch, gathered, through the experts.
+  const ExpertRange own = placement_.experts(me);
+  const int64_t r0 = dp.offsets[size_t(own.begin)], r1 = dp.offsets[size_t(own.end)];
+  rows_in_.resize(size_t((r1 - r0) * d));
+  rows_out_.resize(rows_in_.size());
+  for (int64_t r = r0; r < r1; ++r)
+    std::memcpy(rows_in_.data() + (r - r0) * d, x + int64_t(dp.token[size_t(r)]) * d, d * sizeof(float));
+  moe.run_experts(rows_in_.data(), rows_out_.data(), cache, own.begin, own.end);
+  load.pairs += r1 - r0;
+  for (int e = own.begin; e < own.end; ++e) load.experts_touched += dp.expert_rows(e) > 0 ? 1 : 0;
+
+  // Partial outputs of all tokens: the shared expert on this device's slice, plus its experts'.
+  partial_.assign(size_t(tokens * d), 0.0f);
+  const auto [s0, s1] = token_slice(tokens, me, devices);
+  moe.run_shared(x + s0 * d, s1 - s0, partial_.data() + s0 * d, cache);
+  combine(tokens, k, d, cache.routing.weight.data(), rows_out_.data(),
+          [&](int64_t entry) {
+            const int64_t r = dp.row_of[size_t(entry)];
+            return r >= r0 && r < r1 ? r - r0 : int64_t(-1);
+          },
+          partial_.data());
+  load.compute_s += seconds_since(start);
+
+  auto t = Clock::now();
+  comm_.barrier();
+  load.wait_s += seconds_since(t);
+  std::vector<int64_t> counts(static_cast<size_t>(devices));
+  for (int p = 0; p < devices; ++p) {
+    auto [a, b] = token_slice(tokens, p, devices);
+    counts[size_t(p)] = (b - a) * d;
+  }
+  t = Clock::now();
+  comm_.reduce_scatter_sum_v(partial_.data(), y + s0 * d, counts);
+  load.comm_s += seconds_since(t);
+  gather_slices(y, tokens, d, load);
+}
+
+void ExpertParallelMoe::run_all_to_all(LayerLoad& load, const moe::MoeLayer& moe, const float* x, int64_t tokens,
+                                       float* y, moe::MoeCache& cache) {
+  const moe::MoeConfig& cfg = moe.config();
+  const int d = cfg.d_model, k = cfg.router.top_k, n = cfg.router.num_experts;
+  const int devices = comm_.size(), me = comm_.rank();
+  const auto [s0, s1] = token_slice(tokens, me, devices);
+  const int64_t local = s1 - s0, entries = local * k;
+  auto start = Clock::now();
+
+  // Route this device's tokens; order their (token, expert) entries by destination device.
+  moe::Routing routing;
+  moe.route(x + s0 * d, local, routing);
+  std::vector<int64_t> send_rows(size_t(devices), 0), position(static_cast<size_t>(entries));
+  for (int64_t e = 0; e < entries; ++e) ++send_rows[size_t(placement_.owner(routing.expert[size_t(e)]))];
+  std::vector<int64_t> send_at = packed_displacements(send_rows);
+  send_expert_.resize(size_t(entries));
+  rows_in_.resize(size_t(entries * d));
+  for (int64_t e = 0; e < entries; ++e) {
+    const int32_t expert = routing.expert[size_t(e)];
+    const int64_t at = send_at[size_t(placement_.owner(expert))]++;
+    position[size_t(e)] = at;
+    send_expert_[size_t(at)] = expert;
+    std::memcpy(rows_in_.data() + at * d, x + (s0 + e / k) * d, d * sizeof(float));
+  }
+  load.compute_s += seconds_since(start);
+
+  // Exchange counts, then the experts' ids and the rows.
+  auto t = Clock::now();
+  comm_.barrier();
+  load.wait_s += seconds_since(t);
+  t = Clock::now();
+  std::vector<int64_t> ones(size_t(devices), 1), recv_rows(static_cast<size_t>(devices));
+  const std::vector<int64_t> unit_displs = packed_displacements(ones);
+  comm_.all_to_all_v(send_rows.data(), ones, unit_displs, recv_rows.data(), ones, unit_displs);
+  const std::vector<int64_t> send_displs = packed_displacements(send_rows), recv_displs = packed_displacements(recv_rows);
+  int64_t received = 0;
+  for (int64_t c : recv_rows) received += c;
+  recv_expert_.resize(size_t(received));
+  recv_in_.resize(size_t(received * d));
+  comm_.all_to_all_v(send_expert_.data(), send_rows, send_displs, recv_expert_.data(), recv_rows, recv_displs);
+  comm_.all_to_all_v(rows_in_.data(), scaled(send_rows, d), scaled(send_displs, d), recv_in_.data(),
+                     scaled(recv_rows, d), scaled(recv_displs, d));
+  load.comm_s += seconds_since(t);
+
+  // Received rows through this device's experts: sorted by expert (stable: sources in device
+  // order, each in its token order), computed, put back in the order they came.
+  start = Clock::now();
+  moe::Dispatch& dp = cache.dispatch;
+  dp.tokens = received;
+  dp.top_k = 1;
+  dp.offsets.assign(size_t(n) + 1, 0);
+  for (int32_t e : recv_expert_) ++dp.offsets[size_t(e) + 1];
+  for (int e = 0; e < n; ++e) dp.offsets[size_t(e) + 1] += dp.offsets[size_t(e)];
+  dp.token.resize(size_t(received));
+  dp.row_of.resize(size_t(received));
+  std::vector<int64_t> fill(dp.offsets.begin(), dp.offsets.end() - 1);
+  for (int64_t r = 0; r < received; ++r) {
+    const int64_t row = fill[size_t(recv_expert_[size_t(r)])]++;
+    dp.token[size_t(row)] = int32_t(r);
+    dp.row_of[size_t(r)] = int32_t(row);
+  }
+  const ExpertRange own = placement_.experts(me);
+  check(received == dp.offsets[size_t(own.end)] - dp.offsets[size_t(own.begin)],
+        "expert parallelism: device " + std::to_string(me) + " received rows for experts it does not hold");
+  std::vector<float> sorted_in(size_t(received * d)), sorted_out(size_t(received * d));
+  moe::gather_rows(dp, recv_in_.data(), d, sorted_in.data());
+  moe.run_experts(sorted_in.data(), sorted_out.data(), cache, own.begin, own.end);
+  recv_out_.resize(size_t(received * d));
+  for (int64_t r = 0; r < received; ++r)
+    std::memcpy(recv_out_.data() + r * d, sorted_out.data() + int64_t(dp.row_of[size_t(r)]) * d, d * sizeof(float));
+  load.pairs += received;
+  for (int e = own.begin; e < own.end; ++e) load.experts_touched += dp.expert_rows(e) > 0 ? 1 : 0;
+  load.compute_s += seconds_since(start);
+
+  // Results back to where the tokens live.
+  t = Clock::now();
+  comm_.barrier();
+  load.wait_s += seconds_since(t);
+  t = Clock::now();
+  rows_out_.resize(size_t(entries * d));
+  comm_.all_to_all_v(recv_out_.data(), scaled(recv_rows, d), scaled(recv_displs, d), rows_out_.data(),
+                     scaled(send_rows, d), scaled(send_displs, d));
+  load.comm_s += seconds_since(t);
+
+  // Home: shared expert plus the weighted results, in the single-device order.
+  start = Clock::now();
+  moe.run_shared(x + s0 * d, local, y + s0 * d, cache);
+  combine(local, k, d, routing.weight.data(), rows_out_.data(), [&](int64_t entry) { return position[size_t(entry)]; },
+          y + s0 * d);
+  load.compute_s += seconds_since(start);
+
+  // Every device's slice everywhere (attention is replicated), and the whole routing for traces.
+  gather_slices(y, tokens, d, load);
+  std::vector<int64_t> entry_counts(static_cast<size_t>(devices));
+  for (int p = 0; p < devices; ++p) {
+    auto [a, b] = token_slice(tokens, p, devices);
+    entry_counts[size_t(p)] = (b - a) * k;
+  }
+  cache.routing.tokens = tokens;
+  cache.routing.top_k = k;
+  cache.routing.expert.resize(size_t(tokens * k));
+  cache.routing.weight.resize(size_t(tokens * k));
+  cache.routing.probs.clear();
+  const std::vector<int64_t> entry_displs = packed_displacements(entry_counts);
+  t = Clock::now();
+  comm_.all_gather_v(routing.expert.data(), cache.routing.expert.data(), entry_counts, entry_displs);
+  comm_.all_gather_v(routing.weight.data(), cache.routing.weight.data(), entry_counts, entry_displs);
+  load.comm_s += seconds_since(t);
+}
+
+void check_checkpoint_placement(const std::string& dir, const model::ModelConfig& cfg, const Placement& placement) {
+  check(cfg.num_experts == placement.num_experts(),
+        dir + ": the model has " + std::to_string(cfg.num_experts) + " experts, the placement " +
+            std::to_string(placement.num_experts()));
+  const model::Checkpoint ckpt(dir);
+  for (int layer = 0; layer < cfg.num_hidden_layers; ++layer) {
+    const std::string prefix = "model.layers." + std::to_string(layer) + ".mlp.experts.";
+    std::vector<int> present;
+    for (int e = 0; e < cfg.num_experts; ++e) {
+      bool all = true;
+      for (const char* proj : {"gate_proj", "up_proj", "down_proj"})
+        all = all && ckpt.has(prefix + std::to_string(e) + "." + proj + ".weight");
+      if (all) present.push_back(e);
+    }
+    for (int device = 0; device < placement.devices(); ++device)
+      placement.check_covers(device, present, "checkpoint " + dir + ", layer " + std::to_string(layer));
+  }
+}
+
+ExpertParallelModel::ExpertParallelModel(const std::string& dir, kernels::WeightFormat format, Comm& comm,
+                                         const DispatchScheme* scheme)
+    : cfg_(model::ModelConfig::from_file(dir + "/config.json")),
+      placement_(cfg_.moe_config().router, comm.size()),
+      model_((check_checkpoint_placement(dir, cfg_, placement_),
+              model::Model::load(dir, format,
+                                 {placement_.experts(comm.rank()).begin, placement_.experts(comm.rank()).end}))),
+      runner_(comm, placement_, cfg_.num_hidden_layers,
+              scheme ? *scheme : default_dispatch_scheme(cfg_.moe_config().router.mode)) {
+  model_.set_moe_runner(&runner_);
+}
+
+}  // namespace moge::parallel
