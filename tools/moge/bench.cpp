@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "devices.h"
 #include "moge/core/error.h"
 #include "moge/core/rng.h"
 #include "moge/kernels/matmul.h"
@@ -36,7 +37,7 @@ uintmax_t safetensors_bytes(const std::string& dir) {
 
 void add_bench_command(CLI::App& app) {
   struct Args {
-    std::string model, dtype = "bf16";
+    std::string model, dtype = "bf16", devices, dispatch, load_svg;
     int prompt = 512, gen = 128, threads = 0, repetitions = 2;
     bool json = false;
   };
@@ -49,12 +50,18 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-r,--repetitions", a->repetitions, "repetitions of each test (best kept)")->capture_default_str();
   add_weight_type_option(cmd, a->dtype);
   cmd->add_flag("--json", a->json, "print JSON");
+  add_devices_options(cmd, a->devices, a->dispatch);
+  cmd->add_option("--load-svg", a->load_svg, "with --devices: write the device x layer load heat map (SVG)");
   cmd->callback([a] {
     check(a->prompt > 0 && a->gen > 0 && a->repetitions > 0, "-p, -n and -r must be positive");
     if (a->threads > 0) omp_set_num_threads(a->threads);
     const kernels::WeightFormat format = kernels::parse_weight_format(a->dtype);
-    std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
-    model::Model m = model::Model::load(a->model, format);
+    const DevicesSpec spec = parse_devices(a->devices);
+    run_on(spec, a->threads, [&](parallel::Comm* comm, int device) {
+    const bool main = device == 0;
+    if (main) std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
+    DeviceModel dm(a->model, format, comm, a->dispatch);
+    const model::Model& m = dm.model();
     const model::ModelConfig& c = m.config();
     Rng rng(1);
     std::vector<int32_t> tokens(a->prompt + a->gen);
@@ -63,7 +70,7 @@ void add_bench_command(CLI::App& app) {
 
     double pp = 0, tg = 0;
     for (int r = 0; r < a->repetitions; ++r) {
-      std::fprintf(stderr, "bench: pp%d / tg%d, repetition %d/%d\n", a->prompt, a->gen, r + 1, a->repetitions);
+      if (main) std::fprintf(stderr, "bench: pp%d / tg%d, repetition %d/%d\n", a->prompt, a->gen, r + 1, a->repetitions);
       model::KvCache cache(c, a->prompt + a->gen);
       auto t0 = std::chrono::steady_clock::now();
       m.forward(tokens.data(), a->prompt, cache, logits.data(), 1);
@@ -71,7 +78,12 @@ void add_bench_command(CLI::App& app) {
       auto t1 = std::chrono::steady_clock::now();
       for (int i = 0; i < a->gen; ++i) m.forward(&tokens[a->prompt + i], 1, cache, logits.data());
       tg = std::max(tg, a->gen / since(t1));
+      // The first repetition warms up (oneDNN creates its primitives for new shapes, inside the
+      // experts' timed work): the load report covers the repetitions after it.
+      if (r == 0 && a->repetitions > 1 && dm.runner()) dm.runner()->reset_load();
     }
+    const auto loads = dm.gather_loads();
+    if (!main) return;
     const double bytes = double(m.decode_weight_bytes());
     const double decode_gbs = bytes * tg / 1e9;
     rusage usage{};
@@ -90,7 +102,9 @@ void add_bench_command(CLI::App& app) {
                           {"decode_weight_bytes_per_token", bytes}, {"decode_weight_gbs", decode_gbs},
                           {"stream_read_gbs", stream_gbs}, {"fraction_of_stream", decode_gbs / stream_gbs},
                           {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb}};
+      if (!loads.empty()) j["expert_parallel"] = device_loads_json(loads, dm.scheme());
       std::printf("%s\n", j.dump(2).c_str());
+      if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
       return;
     }
     std::printf("| model | params | active | dtype | threads | test | t/s |\n|---|---|---|---|---|---|---|\n");
@@ -102,6 +116,10 @@ void add_bench_command(CLI::App& app) {
                 bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
     std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, quantized kernel %s\n", rss_gb, file_gb,
                 kernels::matmul_isa(), kernels::quant_kernel_name());
+    if (loads.empty()) return;
+    print_device_loads(loads, dm.scheme(), stdout);
+    if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
+    });
   });
 }
 

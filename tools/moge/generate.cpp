@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "devices.h"
 #include "moge/core/error.h"
 #include "moge/infer/generator.h"
 #include "routing_report.h"
@@ -16,31 +17,29 @@ namespace {
 struct GenerateArgs {
   std::string model, prompt, dtype = "f32";
   int n_predict = 64, threads = 0, context = 4096, load_devices = 0;
-  std::string trace_path;
+  std::string trace_path, devices, dispatch, load_svg;
   bool json = false;
   infer::SamplerConfig sampling;
 };
 
-void run_generate(GenerateArgs& a) {
-  if (a.threads > 0) omp_set_num_threads(a.threads);
-  check(a.n_predict >= 0, "-n must be >= 0");
+// One device's generation (every device of an expert-parallel run generates the same tokens;
+// only the main one prints).
+void generate_on(const GenerateArgs& a, const tokenizer::Tokenizer& tok, const model::Model& model, bool main) {
   infer::Sampler sampler(a.sampling);
-  LoadedModel lm = load_model(a.model, a.dtype);
-
   model::RoutingTrace trace;
-  if (a.load_devices > 0 || !a.trace_path.empty()) lm.model.set_routing_trace(&trace);
-  std::vector<int32_t> prompt = lm.tok.encode(a.prompt, lm.tok.bos_id() >= 0);
-  infer::Generator gen(lm.model, std::min<int64_t>(a.context, int64_t(prompt.size()) + a.n_predict));
+  if (main && (a.load_devices > 0 || !a.trace_path.empty())) model.set_routing_trace(&trace);
+  std::vector<int32_t> prompt = tok.encode(a.prompt, tok.bos_id() >= 0);
+  infer::Generator gen(model, std::min<int64_t>(a.context, int64_t(prompt.size()) + a.n_predict));
   gen.set_context(prompt);
 
-  tokenizer::StreamDecoder stream(lm.tok);
+  tokenizer::StreamDecoder stream(tok);
   std::string text;
   gen.generate(
-      sampler, a.n_predict, [&](int32_t id) { return lm.tok.is_eos(id); },
+      sampler, a.n_predict, [&](int32_t id) { return tok.is_eos(id); },
       [&](int32_t id) {
-        std::string piece = id < lm.tok.vocab_size() ? stream.push(id) : "";
+        std::string piece = id < tok.vocab_size() ? stream.push(id) : "";
         text += piece;
-        if (!a.json) {
+        if (main && !a.json) {
           std::fputs(piece.c_str(), stdout);
           std::fflush(stdout);
         }
@@ -48,6 +47,7 @@ void run_generate(GenerateArgs& a) {
       });
   std::string tail = stream.finish();
   text += tail;
+  if (!main) return;
   const infer::GenerationStats& st = gen.stats();
   if (a.json) {
     nlohmann::json j = {{"prompt", a.prompt},
@@ -66,13 +66,34 @@ void run_generate(GenerateArgs& a) {
   if (a.load_devices > 0) print_load_table(trace, a.load_devices, a.json ? stderr : stdout);
   if (!a.trace_path.empty()) write_routing_trace(a.trace_path, trace);
 }
+
+void run_generate(const GenerateArgs& a) {
+  if (a.threads > 0) omp_set_num_threads(a.threads);
+  check(a.n_predict >= 0, "-n must be >= 0");
+  const DevicesSpec spec = parse_devices(a.devices);
+  run_on(spec, a.threads, [&](parallel::Comm* comm, int device) {
+    const tokenizer::Tokenizer tok = tokenizer::Tokenizer::load(a.model);
+    DeviceModel dm(a.model, kernels::parse_weight_format(a.dtype), comm, a.dispatch);
+    check_tokenizer_fits(a.model, tok, dm.model());
+    generate_on(a, tok, dm.model(), device == 0);
+    const auto loads = dm.gather_loads();
+    if (device != 0 || loads.empty()) return;
+    print_device_loads(loads, dm.scheme(), a.json ? stderr : stdout);
+    if (!a.load_svg.empty())
+      write_device_heatmap(a.load_svg, loads, "token-expert pairs per device and layer: " + a.model);
+  });
+}
 }  // namespace
+
+void check_tokenizer_fits(const std::string& dir, const tokenizer::Tokenizer& tok, const model::Model& model) {
+  check(tok.vocab_size() <= model.config().vocab_size,
+        dir + ": the tokenizer has " + std::to_string(tok.vocab_size()) + " pieces, more than the model's vocab_size " +
+            std::to_string(model.config().vocab_size));
+}
 
 LoadedModel load_model(const std::string& dir, const std::string& dtype) {
   LoadedModel lm{tokenizer::Tokenizer::load(dir), model::Model::load(dir, kernels::parse_weight_format(dtype))};
-  check(lm.tok.vocab_size() <= lm.model.config().vocab_size,
-        dir + ": the tokenizer has " + std::to_string(lm.tok.vocab_size()) + " pieces, more than the model's vocab_size " +
-            std::to_string(lm.model.config().vocab_size));
+  check_tokenizer_fits(dir, lm.tok, lm.model);
   return lm;
 }
 
@@ -104,6 +125,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--load-devices", a->load_devices,
                   "print the per-device expert load of the run, experts spread over D devices");
   cmd->add_option("--trace", a->trace_path, "write the routing of every token and layer as JSON");
+  add_devices_options(cmd, a->devices, a->dispatch);
+  cmd->add_option("--load-svg", a->load_svg, "with --devices: write the device x layer load heat map (SVG)");
   add_sampling_options(cmd, a->sampling);
   cmd->callback([a] { run_generate(*a); });
 }

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "commands.h"
+#include "devices.h"
 #include "moge/core/error.h"
 #include "moge/core/npy.h"
 #include "moge/model/model.h"
@@ -13,7 +14,7 @@ namespace moge::cli {
 
 namespace {
 struct LogitsArgs {
-  std::string model, tokens, out, dtype = "f32";
+  std::string model, tokens, out, dtype = "f32", devices, dispatch;
   int threads = 0;
 };
 
@@ -44,14 +45,20 @@ void add_logits_command(CLI::App& app) {
   cmd->add_option("-o,--output", a->out, "output .npy file")->required();
   add_weight_type_option(cmd, a->dtype);
   cmd->add_option("-t,--threads", a->threads, "threads (default: all cores)");
+  add_devices_options(cmd, a->devices, a->dispatch);
   cmd->callback([a] {
     if (a->threads > 0) omp_set_num_threads(a->threads);
     auto ids = parse_ids(a->tokens);
-    model::Model m = model::Model::load(a->model, kernels::parse_weight_format(a->dtype));
-    model::KvCache cache(m.config(), int64_t(ids.size()));
-    Tensor logits({int64_t(ids.size()), m.config().vocab_size});
-    m.forward(ids.data(), int64_t(ids.size()), cache, logits.f32());
-    write_npy(a->out, logits.f32(), logits.shape());
+    const DevicesSpec spec = parse_devices(a->devices);
+    const kernels::WeightFormat format = kernels::parse_weight_format(a->dtype);
+    run_on(spec, a->threads, [&](parallel::Comm* comm, int device) {
+      DeviceModel dm(a->model, format, comm, a->dispatch);
+      const model::Model& m = dm.model();
+      model::KvCache cache(m.config(), int64_t(ids.size()));
+      Tensor logits({int64_t(ids.size()), m.config().vocab_size});
+      m.forward(ids.data(), int64_t(ids.size()), cache, logits.f32());
+      if (device == 0) write_npy(a->out, logits.f32(), logits.shape());
+    });
   });
 }
 

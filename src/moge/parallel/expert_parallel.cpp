@@ -1,10 +1,14 @@
 #include "moge/parallel/expert_parallel.h"
 
+#include <time.h>
+
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
 #include "moge/core/error.h"
 #include "moge/model/safetensors.h"
+#include "moge/moe/balance.h"
 #include "moge/moe/dispatch.h"
 
 namespace moge::parallel {
@@ -12,6 +16,12 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double thread_cpu_seconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
 
 // y[t] += w · rows[r] over the entries (t, i) for which pick(t·K + i) gives a row r >= 0, in
 // the entry order: the order MoeLayer::forward's combine_rows sums in.
@@ -75,6 +85,49 @@ void ExpertParallelMoe::run(int layer, const moe::MoeLayer& moe, const float* x,
   load.tokens += tokens;
   if (scheme_ == DispatchScheme::all_gather) run_all_gather(load, moe, x, tokens, y, cache);
   else run_all_to_all(load, moe, x, tokens, y, cache);
+  // cache.routing now holds every token's experts, the same on every device.
+  if (device_of_.empty())
+    for (int e = 0; e < placement_.num_experts(); ++e) device_of_.push_back(placement_.owner(e));
+  const moe::BalanceMetrics m = moe::measure_balance(cache.routing.expert.data(), tokens, cache.routing.top_k,
+                                                     placement_.num_experts(), device_of_, placement_.devices());
+  load.is_sum += m.imbalance_score;
+  load.balancedness_sum += m.balancedness;
+  load.max_vio_sum += m.max_vio;
+}
+
+std::vector<std::vector<LayerLoad>> gather_loads(Comm& comm, const std::vector<LayerLoad>& mine) {
+  constexpr int kFields = 13;
+  std::vector<double> packed;
+  for (const LayerLoad& l : mine)
+    packed.insert(packed.end(), {double(l.calls), double(l.tokens), double(l.pairs), double(l.experts_touched),
+                                 l.compute_s, l.wait_s, l.comm_s, l.is_sum, l.balancedness_sum, l.max_vio_sum,
+                                 l.expert_cpu_s, l.expert_step_s, l.expert_balanced_s});
+  std::vector<double> all(packed.size() * size_t(comm.size()));
+  comm.all_gather(packed.data(), int64_t(packed.size()), all.data());
+  std::vector<std::vector<LayerLoad>> out(size_t(comm.size()), std::vector<LayerLoad>(mine.size()));
+  for (size_t d = 0; d < out.size(); ++d)
+    for (size_t i = 0; i < mine.size(); ++i) {
+      const double* f = all.data() + (d * mine.size() + i) * kFields;
+      out[d][i] = {int64_t(f[0]), int64_t(f[1]), int64_t(f[2]), int64_t(f[3]), f[4], f[5], f[6], f[7], f[8], f[9],
+                   f[10], f[11], f[12]};
+    }
+  return out;
+}
+
+void ExpertParallelMoe::run_experts_timed(LayerLoad& load, const moe::MoeLayer& moe, const float* xs, float* ye,
+                                          moe::MoeCache& cache, int begin, int end) {
+  const double cpu0 = thread_cpu_seconds();
+  moe.run_experts(xs, ye, cache, begin, end);
+  const double mine = thread_cpu_seconds() - cpu0;
+  load.expert_cpu_s += mine;
+  std::vector<double> all(static_cast<size_t>(comm_.size()));
+  const auto t = Clock::now();
+  comm_.all_gather(&mine, 1, all.data());
+  load.comm_s += seconds_since(t);
+  double sum = 0;
+  for (double v : all) sum += v;
+  load.expert_step_s += *std::max_element(all.begin(), all.end());
+  load.expert_balanced_s += sum / double(all.size());
 }
 
 void ExpertParallelMoe::gather_slices(float* y, int64_t tokens, int d, LayerLoad& load) {
@@ -107,7 +160,7 @@ void ExpertParallelMoe::run_all_gather(LayerLoad& load, const moe::MoeLayer& moe
   rows_out_.resize(rows_in_.size());
   for (int64_t r = r0; r < r1; ++r)
     std::memcpy(rows_in_.data() + (r - r0) * d, x + int64_t(dp.token[size_t(r)]) * d, d * sizeof(float));
-  moe.run_experts(rows_in_.data(), rows_out_.data(), cache, own.begin, own.end);
+  run_experts_timed(load, moe, rows_in_.data(), rows_out_.data(), cache, own.begin, own.end);
   load.pairs += r1 - r0;
   for (int e = own.begin; e < own.end; ++e) load.experts_touched += dp.expert_rows(e) > 0 ? 1 : 0;
 
@@ -203,7 +256,7 @@ void ExpertParallelMoe::run_all_to_all(LayerLoad& load, const moe::MoeLayer& moe
         "expert parallelism: device " + std::to_string(me) + " received rows for experts it does not hold");
   std::vector<float> sorted_in(size_t(received * d)), sorted_out(size_t(received * d));
   moe::gather_rows(dp, recv_in_.data(), d, sorted_in.data());
-  moe.run_experts(sorted_in.data(), sorted_out.data(), cache, own.begin, own.end);
+  run_experts_timed(load, moe, sorted_in.data(), sorted_out.data(), cache, own.begin, own.end);
   recv_out_.resize(size_t(received * d));
   for (int64_t r = 0; r < received; ++r)
     std::memcpy(recv_out_.data() + r * d, sorted_out.data() + int64_t(dp.row_of[size_t(r)]) * d, d * sizeof(float));

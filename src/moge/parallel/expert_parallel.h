@@ -44,7 +44,17 @@ struct LayerLoad {
   int64_t pairs = 0;            // token-expert pairs this device computed
   int64_t experts_touched = 0;  // distinct experts with at least one pair, summed over calls
   double compute_s = 0, wait_s = 0, comm_s = 0;
+  // Balance of each call's routing over the devices (moe/balance.h), summed: divide by calls.
+  double is_sum = 0, balancedness_sum = 0, max_vio_sum = 0;
+  // The routed experts' own work, in CPU time of the device's thread (immune to devices sharing
+  // cores): this device's, and over the calls Σ max_d and Σ mean_d of every device's (the same
+  // on every device). expert_step_s / expert_balanced_s is the expert part's time against
+  // perfect balance (total work / D).
+  double expert_cpu_s = 0, expert_step_s = 0, expert_balanced_s = 0;
 };
+
+// Every device's loads, on every device (a collective): [device][layer].
+std::vector<std::vector<LayerLoad>> gather_loads(Comm& comm, const std::vector<LayerLoad>& mine);
 
 class ExpertParallelMoe : public model::MoeRunner {
  public:
@@ -63,6 +73,9 @@ class ExpertParallelMoe : public model::MoeRunner {
                       moe::MoeCache& cache);
   void run_all_to_all(LayerLoad& load, const moe::MoeLayer& moe, const float* x, int64_t tokens, float* y,
                       moe::MoeCache& cache);
+  // Runs the routed experts [begin, end) (MoeLayer::run_experts), timing them in thread CPU time.
+  void run_experts_timed(LayerLoad& load, const moe::MoeLayer& moe, const float* xs, float* ye,
+                         moe::MoeCache& cache, int begin, int end);
   // y (all tokens) from each device's finished slice (rows [t0, t1) of `y`, already in place).
   void gather_slices(float* y, int64_t tokens, int d, LayerLoad& load);
 
@@ -70,6 +83,7 @@ class ExpertParallelMoe : public model::MoeRunner {
   const Placement& placement_;
   DispatchScheme scheme_;
   std::vector<LayerLoad> load_;
+  std::vector<int> device_of_;  // expert -> device, for the balance metrics
   // Scratch reused across calls.
   std::vector<float> rows_in_, rows_out_, partial_, recv_in_, recv_out_;
   std::vector<int32_t> send_expert_, recv_expert_;
