@@ -2,10 +2,20 @@
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 
 #include "moge/core/error.h"
 
 namespace moge {
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  check(bool(in), path + ": cannot open");
+  std::stringstream text;
+  text << in.rdbuf();
+  check(!in.bad(), path + ": read failed");
+  return text.str();
+}
 
 void write_file_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";

@@ -1,10 +1,11 @@
 #include "moge/model/config.h"
 
-#include <fstream>
-#include <nlohmann/json.hpp>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "moge/core/error.h"
+#include "moge/core/file.h"
 
 namespace moge::model {
 namespace {
@@ -122,13 +123,7 @@ ModelConfig ModelConfig::from_json_text(const std::string& text, const std::stri
   return c;
 }
 
-ModelConfig ModelConfig::from_file(const std::string& path) {
-  std::ifstream in(path);
-  check(bool(in), path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  return from_json_text(text.str(), path);
-}
+ModelConfig ModelConfig::from_file(const std::string& path) { return from_json_text(read_text_file(path), path); }
 
 moe::MoeConfig ModelConfig::moe_config() const {
   moe::MoeConfig m;

@@ -19,10 +19,6 @@ using kernels::WeightFormat;
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
 // The bytes of one converted tensor, owned until the shards are written.
 struct Blob {
   std::string name;
@@ -69,10 +65,7 @@ WeightFormat add_gemm_weight(std::vector<Blob>& out, const std::string& name, co
 
 void write_config(const std::string& in_dir, const std::string& out_dir, WeightFormat format) {
   const std::string path = in_dir + "/config.json";
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(text.str(), nullptr, false);
+  nlohmann::ordered_json cfg = nlohmann::ordered_json::parse(read_text_file(path), nullptr, false);
   check(!cfg.is_discarded() && cfg.is_object(), path + ": not a JSON object");
   cfg["torch_dtype"] = format == WeightFormat::f32 ? "float32" : "bfloat16";
   cfg.erase("quantization_config");
@@ -94,7 +87,7 @@ void copy_side_files(const std::string& in_dir, const std::string& out_dir) {
   for (const auto& e : fs::directory_iterator(in_dir)) {
     const std::string name = e.path().filename().string();
     if (!e.is_regular_file() || name == "config.json" || name == "model.safetensors.index.json" ||
-        name == "trainer_state.json" || e.path().extension() == ".safetensors" || ends_with(name, ".tmp"))
+        name == "trainer_state.json" || e.path().extension() == ".safetensors" || name.ends_with(".tmp"))
       continue;
     std::error_code ec;
     fs::copy_file(e.path(), fs::path(out_dir) / name, fs::copy_options::overwrite_existing, ec);
@@ -105,9 +98,9 @@ void copy_side_files(const std::string& in_dir, const std::string& out_dir) {
 }  // namespace
 
 bool is_gemm_weight(const std::string& name) {
-  if (!ends_with(name, ".weight")) return false;
+  if (!name.ends_with(".weight")) return false;
   if (name == "lm_head.weight") return true;
-  const bool attention = name.find(".self_attn.") != std::string::npos && ends_with(name, "_proj.weight");
+  const bool attention = name.find(".self_attn.") != std::string::npos && name.ends_with("_proj.weight");
   const bool expert = name.find(".mlp.experts.") != std::string::npos || name.find(".mlp.shared_expert.") != std::string::npos;
   return attention || expert;
 }
@@ -120,7 +113,7 @@ ConvertStats convert_checkpoint(const std::string& in_dir, const std::string& ou
   const ModelConfig cfg = ModelConfig::from_file(in_dir + "/config.json");
   Checkpoint ckpt(in_dir);
   for (const std::string& name : ckpt.names())
-    check(!ends_with(name, ".weight_scale"), ckpt.path() + ": tensor '" + name +
+    check(!name.ends_with(".weight_scale"), ckpt.path() + ": tensor '" + name +
                                                  "': the checkpoint is already quantized; convert from a float one");
 
   std::vector<const TensorInfo*> order;  // file order, shard by shard

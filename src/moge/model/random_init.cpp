@@ -46,19 +46,15 @@ std::vector<std::pair<std::string, Shape>> checkpoint_tensors(const ModelConfig&
 
 namespace {
 
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // Fills t (f32) for tensor `name`; chunks have their own generators so threads do not matter.
 void fill(Tensor& t, const std::string& name, uint64_t seed) {
   float* p = t.f32();
   const int64_t n = t.numel();
-  if (ends_with(name, "layernorm.weight") || ends_with(name, "norm.weight") || ends_with(name, "router_scale")) {
+  if (name.ends_with("layernorm.weight") || name.ends_with("norm.weight") || name.ends_with("router_scale")) {
     t.fill(1.0f);
     return;
   }
-  if (ends_with(name, ".bias")) return;  // zeros
+  if (name.ends_with(".bias")) return;  // zeros
   // Every matrix N(0, 1/fan_in), the embedding N(0, 1/d) too: with tied embeddings it is the
   // output layer, and the logits of a unit-RMS hidden state then start with unit variance.
   const float sd = float(1.0 / std::sqrt(double(t.dim(-1))));

@@ -67,11 +67,7 @@ TrainConfig TrainConfig::from_json(const json& j, const std::string& source) {
 namespace {
 
 json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  check(bool(in), path + ": cannot open");
-  std::stringstream text;
-  text << in.rdbuf();
-  json j = json::parse(text.str(), nullptr, false);
+  json j = json::parse(read_text_file(path), nullptr, false);
   check(!j.is_discarded(), path + ": invalid JSON");
   return j;
 }
