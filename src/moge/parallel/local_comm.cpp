@@ -158,35 +158,37 @@ struct LocalGroup::Shared {
     cv.notify_all();
   }
 
-  // Every device checks every post after the first barrier: all of them throw the same Error.
-  void check_matching() const {
+  // What is wrong with the posts of the current collective ("" if nothing): every device checks
+  // every post after the first barrier, so all of them find the same.
+  std::string mismatch() const {
     const Post& a = posts[0];
     const std::string op = std::string("local comm: ") + op_name(a.op) + ": ";
     for (int p = 1; p < devices; ++p) {
       const Post& b = posts[size_t(p)];
       const std::string dev = "device " + std::to_string(p);
       if (b.op != a.op)
-        throw Error("local comm: " + dev + " calls " + op_name(b.op) + " while device 0 calls " + op_name(a.op) +
-                    " (every device must call the same collectives in the same order)");
+        return "local comm: " + dev + " calls " + op_name(b.op) + " while device 0 calls " + op_name(a.op) +
+               " (every device must call the same collectives in the same order)";
       if (b.type != a.type)
-        throw Error(op + dev + " passes " + element_name(b.type) + " elements, device 0 " + element_name(a.type));
+        return op + dev + " passes " + element_name(b.type) + " elements, device 0 " + element_name(a.type);
       if (b.count != a.count)
-        throw Error(op + dev + " passes count " + std::to_string(b.count) + ", device 0 " + std::to_string(a.count));
+        return op + dev + " passes count " + std::to_string(b.count) + ", device 0 " + std::to_string(a.count);
       if (b.root != a.root)
-        throw Error(op + dev + " passes root " + std::to_string(b.root) + ", device 0 " + std::to_string(a.root));
+        return op + dev + " passes root " + std::to_string(b.root) + ", device 0 " + std::to_string(a.root);
       if ((a.op == Op::all_gather_v || a.op == Op::reduce_scatter_v) && !std::ranges::equal(a.counts, b.counts))
-        throw Error(op + dev + " passes other counts than device 0 (every device passes the same counts)");
+        return op + dev + " passes other counts than device 0 (every device passes the same counts)";
     }
     if (a.op == Op::all_to_all_v) {
       for (int p = 0; p < devices; ++p) {
         for (int q = 0; q < devices; ++q) {
           const int64_t sent = posts[size_t(p)].counts[size_t(q)], expected = posts[size_t(q)].recv_counts[size_t(p)];
           if (sent != expected)
-            throw Error(op + "device " + std::to_string(p) + " sends " + std::to_string(sent) + " elements to device " +
-                        std::to_string(q) + ", which expects " + std::to_string(expected));
+            return op + "device " + std::to_string(p) + " sends " + std::to_string(sent) + " elements to device " +
+                   std::to_string(q) + ", which expects " + std::to_string(expected);
         }
       }
     }
+    return "";
   }
 };
 
@@ -292,16 +294,20 @@ class LocalComm : public Comm {
   void collective(const Post& post, Work&& work) {
     s_.posts[size_t(rank_)] = post;  // every other device left the previous collective: nobody reads it
     s_.sync(rank_);
-    s_.check_matching();  // throws on every device alike: nobody goes on to read buffers
-    // Past the first barrier every device is in this collective and reaches the second one even
-    // if its work throws (the others may still be reading its buffers).
+    // Past the first barrier every device is in this collective and reaches the second one, even
+    // with posts that do not match or work that throws: until then the others may still read its
+    // posted arguments and buffers.
+    const std::string mismatch = s_.mismatch();
     std::exception_ptr error;
-    try {
-      work();
-    } catch (...) {
-      error = std::current_exception();
+    if (mismatch.empty()) {
+      try {
+        work();
+      } catch (...) {
+        error = std::current_exception();
+      }
     }
     s_.sync(rank_);
+    if (!mismatch.empty()) throw Error(mismatch);
     if (error) std::rethrow_exception(error);
   }
 
