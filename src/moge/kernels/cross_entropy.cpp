@@ -4,23 +4,22 @@
 #include <cmath>
 #include <vector>
 
+#include "moge/kernels/vmath.h"
+
 namespace moge::kernels {
 namespace {
 
 // One row: its loss, and its gradient into d (null for none; d may be x).
-// Stable: exponents are taken of x − max ≤ 0, their sum is kept in double (cheap next to exp,
-// and over a vocabulary of 1e5 f32 addition would lose ~1e-3 relative).
+// Stable: exponents are taken of x − max ≤ 0; their sum is kept in double (over a vocabulary of
+// 1e5 f32 addition would lose ~1e-3 relative).
 double row_loss(const float* x, int32_t target, int64_t vocab, float* d, float scale) {
-  const float mx = *std::max_element(x, x + vocab);
+  const float mx = vmath::max(x, vocab);
   const float target_logit = x[target];  // read before d (possibly x itself) is written
-  double sum = 0;
+  const double sum = vmath::exp_affine(x, 1.0f, -mx, d, vocab);
   if (d) {
-    for (int64_t c = 0; c < vocab; ++c) sum += (d[c] = std::exp(x[c] - mx));
     const float factor = float(double(scale) / sum);
     for (int64_t c = 0; c < vocab; ++c) d[c] *= factor;
     d[target] -= scale;
-  } else {
-    for (int64_t c = 0; c < vocab; ++c) sum += std::exp(x[c] - mx);
   }
   // −log p_target = log Σ exp(x − mx) + mx − x_target
   return std::log(sum) + double(mx) - double(target_logit);
