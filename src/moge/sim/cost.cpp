@@ -1,0 +1,94 @@
+#include "moge/sim/cost.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "moge/core/error.h"
+
+namespace moge::sim {
+
+WeightType parse_weight_type(const std::string& name) {
+  if (name == "f32") return WeightType::f32;
+  if (name == "bf16") return WeightType::bf16;
+  if (name == "int8") return WeightType::int8;
+  if (name == "int4") return WeightType::int4;
+  throw Error("unknown weight type '" + name + "' (expected f32, bf16, int8 or int4)");
+}
+
+const char* weight_type_name(WeightType t) {
+  switch (t) {
+    case WeightType::f32: return "f32";
+    case WeightType::bf16: return "bf16";
+    case WeightType::int8: return "int8";
+    case WeightType::int4: return "int4";
+  }
+  return "?";
+}
+
+ComputeType compute_type_of(WeightType t) {
+  switch (t) {
+    case WeightType::f32: return ComputeType::f32;
+    case WeightType::bf16: return ComputeType::bf16;
+    case WeightType::int8:
+    case WeightType::int4: return ComputeType::int8;  // W8A8 / W4A8: int8 arithmetic
+  }
+  return ComputeType::bf16;
+}
+
+double weight_bytes_per_element(WeightType t) {
+  switch (t) {
+    case WeightType::f32: return 4;
+    case WeightType::bf16: return 2;
+    case WeightType::int8: return 1;
+    case WeightType::int4: return 18.0 / 32.0;
+  }
+  return 2;
+}
+
+OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes) {
+  const Efficiency e = p.efficiency(k, type, rows);
+  OpCost c;
+  c.flops = flops;
+  c.bytes = bytes;
+  const double t_compute = flops / (p.peak_flops(type) * e.compute);
+  const double t_memory = bytes / (p.memory_bandwidth_bytes_s * e.memory);
+  c.memory_bound = t_memory >= t_compute;
+  c.seconds = std::max(t_compute, t_memory) + p.kernel_overhead_s;
+  return c;
+}
+
+OpCost matmul_cost(const HardwareProfile& p, WeightType w, int64_t rows, int64_t in, int64_t out) {
+  return grouped_matmul_cost(p, w, double(rows), 1.0, in, out);
+}
+
+OpCost grouped_matmul_cost(const HardwareProfile& p, WeightType w, double pairs, double experts, int64_t in,
+                           int64_t out) {
+  if (pairs <= 0 || experts <= 0) return {};
+  const int64_t rows = int64_t(std::ceil(pairs / experts - 1e-9));
+  const KernelClass k = rows <= p.gemv_max_rows ? KernelClass::gemv : KernelClass::gemm;
+  const double flops = 2.0 * pairs * double(in) * double(out);
+  const double bytes = experts * double(in) * double(out) * weight_bytes_per_element(w) +
+                       pairs * double(in + out) * p.activation_bytes;
+  return roofline(p, k, compute_type_of(w), rows, flops, bytes);
+}
+
+const char* collective_name(Collective c) {
+  switch (c) {
+    case Collective::all_gather: return "all_gather";
+    case Collective::reduce_scatter: return "reduce_scatter";
+    case Collective::all_reduce: return "all_reduce";
+    case Collective::all_to_all: return "all_to_all";
+  }
+  return "?";
+}
+
+double collective_seconds(const HardwareProfile& p, Collective c, int group, double bytes) {
+  if (group <= 1) return 0;
+  const LinkTier& tier = group <= p.devices_per_node ? p.intra_node : p.inter_node;
+  const double steps = tier.direct ? 1.0 : double(group - 1);
+  const double one_pass = steps * tier.latency_s + double(group - 1) / group * bytes / tier.bandwidth_bytes_s;
+  // An all-reduce is a reduce-scatter followed by an all-gather (as the paper runs it).
+  return c == Collective::all_reduce ? 2 * one_pass : one_pass;
+}
+
+}  // namespace moge::sim

@@ -1,0 +1,50 @@
+#pragma once
+// The per-operator cost model (Calculon-style roofline) on one device of a HardwareProfile:
+//   compute op:  t = max(FLOPs / (peak(type) · eff.compute), bytes / (bandwidth · eff.memory))
+//                    + the profile's kernel overhead (0 unless given)
+//   collective:  t = steps · latency + (p − 1)/p · S / bandwidth   (all-reduce: twice that)
+// where eff comes from the profile's table for the kernel class and row count, S is the size of
+// the full (gathered / unreduced) buffer, p the group size, steps p − 1 for a ring and 1 for a
+// direct algorithm, and the tier intra-node when the group fits in one node.
+#include <cstdint>
+#include <string>
+
+#include "moge/sim/hardware.h"
+
+namespace moge::sim {
+
+// How weights are stored; what a matmul on them computes in (f32, bf16, or int8 for W8A8 and
+// W4A8) and streams per weight (4, 2, 1, and 18/32 bytes: moge's int4 blocks of 32 4-bit weights
+// plus an f16 scale; int8's per-row scales are ignored).
+enum class WeightType { f32, bf16, int8, int4 };
+WeightType parse_weight_type(const std::string& name);  // f32|bf16|int8|int4; Error otherwise
+const char* weight_type_name(WeightType t);
+ComputeType compute_type_of(WeightType t);
+double weight_bytes_per_element(WeightType t);
+
+struct OpCost {
+  double flops = 0;
+  double bytes = 0;  // read and written in device memory
+  double seconds = 0;
+  bool memory_bound = false;
+};
+
+// The roofline of one kernel.
+OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes);
+
+// y[rows, out] = x[rows, in] · Wᵀ: a GEMV when rows ≤ profile.gemv_max_rows, else a GEMM.
+// FLOPs 2·rows·in·out; bytes in·out·weight_bytes + (rows·in + rows·out)·activation_bytes.
+OpCost matmul_cost(const HardwareProfile& p, WeightType w, int64_t rows, int64_t in, int64_t out);
+
+// A grouped matmul over `experts` experts sharing `pairs` rows (token-expert pairs): FLOPs
+// 2·pairs·in·out, weights read once per expert; the shape bucket is pairs per expert (rounded up).
+OpCost grouped_matmul_cost(const HardwareProfile& p, WeightType w, double pairs, double experts, int64_t in,
+                           int64_t out);
+
+enum class Collective { all_gather, reduce_scatter, all_reduce, all_to_all };
+const char* collective_name(Collective c);
+
+// Seconds for a collective over `group` devices on `bytes` (the full buffer); 0 for group 1.
+double collective_seconds(const HardwareProfile& p, Collective c, int group, double bytes);
+
+}  // namespace moge::sim

@@ -1,0 +1,73 @@
+#pragma once
+// HardwareProfile: what the simulator knows of a machine, read from a JSON profile
+// (docs/sim/profiles/*.json; fields documented in docs/simulator.md): devices a node, per device
+// the peak FLOP/s by compute type, memory bandwidth and capacity, efficiency tables for GEMM and
+// GEMV by shape bucket and type, and the cost of a collective per interconnect tier.
+// from_json_text() validates every field and throws moge::Error naming the file and the field.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moge::sim {
+
+// The arithmetic a kernel runs in: bf16 (also f16), int8 (W8A8 and W4A8) or f32.
+enum class ComputeType { bf16, int8, f32 };
+ComputeType parse_compute_type(const std::string& name);  // throws Error naming the value
+const char* compute_type_name(ComputeType t);
+
+// Fractions of the peaks a kernel reaches: of the FLOP/s and of the memory bandwidth.
+struct Efficiency {
+  double compute = 1.0;
+  double memory = 1.0;
+};
+
+// One row of an efficiency table: applies to kernels of `type` whose row count (tokens, or
+// token-expert pairs per expert) is at most max_rows (0 = no bound). Rows are tried in file order.
+struct EfficiencyBucket {
+  ComputeType type = ComputeType::bf16;
+  int64_t max_rows = 0;
+  Efficiency efficiency;
+};
+
+// Kernel classes with their own efficiency table.
+enum class KernelClass { gemm, gemv, attention };
+const char* kernel_class_name(KernelClass k);
+
+// A collective on one interconnect tier costs steps·latency + bytes_moved / bandwidth, where a
+// ring takes p-1 latency steps and a direct (full-mesh or switched) algorithm one (cost.h).
+struct LinkTier {
+  double latency_s = 0;
+  double bandwidth_bytes_s = 0;  // per device, one direction, as a collective sees it
+  bool direct = false;           // algorithm: "direct" (true) or "ring" (false)
+};
+
+struct HardwareProfile {
+  std::string name;
+  std::string source;  // the file it came from
+  int devices_per_node = 1;
+  int nodes = 1;
+  int devices_per_card = 1;  // a card carrying several devices (300I Duo: 2); for per-card figures
+  // Per device.
+  double peak_flops_bf16 = 0, peak_flops_int8 = 0, peak_flops_f32 = 0;  // FLOP/s (OP/s for int8)
+  double memory_bandwidth_bytes_s = 0;
+  double memory_capacity_bytes = 0;
+  double memory_reserved_bytes = 0;  // held by the runtime, not available to the model
+  int activation_bytes = 2;          // bytes per activation element the kernels read and write
+  double kernel_overhead_s = 0;      // fixed time every kernel adds (launch, synchronisation)
+  // A matmul with at most gemv_max_rows rows is a GEMV (weight-streaming), else a GEMM.
+  int64_t gemv_max_rows = 16;
+  Efficiency default_efficiency;
+  std::vector<EfficiencyBucket> gemm, gemv, attention;
+  LinkTier intra_node, inter_node;
+  std::vector<std::string> sources, assumptions;
+
+  int total_devices() const { return devices_per_node * nodes; }
+  double peak_flops(ComputeType t) const;
+  // The first bucket of the class's table matching type and rows, else default_efficiency.
+  Efficiency efficiency(KernelClass k, ComputeType t, int64_t rows) const;
+
+  static HardwareProfile from_json_text(const std::string& text, const std::string& source);
+  static HardwareProfile from_file(const std::string& path);
+};
+
+}  // namespace moge::sim

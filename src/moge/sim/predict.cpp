@@ -1,0 +1,192 @@
+#include "moge/sim/predict.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "moge/core/error.h"
+
+namespace moge::sim {
+namespace {
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// What one device holds of one layer, from the model and the plan.
+struct Shard {
+  int64_t d, head_dim, heads, kv_heads, vocab, experts, expert_ff, shared_ff;
+  int top_k;
+
+  Shard(const model::ModelConfig& c, const ParallelPlan& p)
+      : d(c.hidden_size),
+        head_dim(c.head_dim),
+        heads(c.num_attention_heads / p.attn_tp),
+        // KV heads split when tp divides them; else each device keeps one (replicated).
+        kv_heads(c.num_key_value_heads % p.attn_tp == 0 ? c.num_key_value_heads / p.attn_tp : 1),
+        vocab(ceil_div(c.vocab_size, p.attn_tp)),
+        experts(c.num_experts / p.expert_ep),
+        expert_ff(c.moe_intermediate_size / p.expert_tp),
+        shared_ff(c.shared_expert_intermediate_size / p.shared_tp),
+        top_k(c.num_experts_per_tok) {}
+
+  int64_t qkv_out() const { return (heads + 2 * kv_heads) * head_dim; }
+};
+
+// The tokens of one step as each part of the plan sees them.
+struct StepShape {
+  int64_t sequences;    // on the unit
+  int64_t q_len;        // tokens a sequence this step (L in prefill, 1 in decode)
+  int64_t attn_seqs;    // sequences on the busiest attention DP group
+  int64_t attn_tokens;  // their tokens
+  int64_t tokens;       // routed by the MoE layers (all of the unit's)
+  int64_t padded;       // attn_tokens · attn_dp: what the all-gather moves
+  int64_t shared_tokens;
+};
+
+StepShape step_shape(int64_t sequences, int64_t q_len, const ParallelPlan& p) {
+  StepShape s;
+  s.sequences = sequences;
+  s.q_len = q_len;
+  s.attn_seqs = ceil_div(sequences, p.attn_dp);
+  s.attn_tokens = s.attn_seqs * q_len;
+  s.tokens = sequences * q_len;
+  s.padded = s.attn_tokens * p.attn_dp;
+  s.shared_tokens = ceil_div(s.tokens, p.shared_dp);
+  return s;
+}
+
+// The attention core (softmax(QKᵀ)V, flash style: scores never reach memory) for one step.
+OpCost attention_core(const HardwareProfile& hw, const Shard& sh, const StepShape& s, double context, int kv_bytes,
+                      bool prefill) {
+  const double ab = hw.activation_bytes;
+  const double qo = double(s.attn_tokens) * 2 * sh.heads * sh.head_dim * ab;  // read Q, write O
+  const double kv_elems = 2.0 * sh.kv_heads * sh.head_dim;                    // K and V, one token
+  if (prefill) {
+    const double L = double(s.q_len);
+    const double flops = 4.0 * s.attn_seqs * sh.heads * sh.head_dim * L * (L + 1) / 2;  // causal
+    const double bytes = qo + double(s.attn_tokens) * kv_elems * (ab + kv_bytes);     // read K, V; write cache
+    return roofline(hw, KernelClass::attention, ComputeType::bf16, s.q_len, flops, bytes);
+  }
+  const double flops = 4.0 * s.attn_seqs * sh.heads * sh.head_dim * context;
+  const double bytes = qo + double(s.attn_seqs) * context * kv_elems * kv_bytes + double(s.attn_seqs) * kv_elems * ab;
+  return roofline(hw, KernelClass::attention, ComputeType::bf16, 1, flops, bytes);
+}
+
+// One step on the slowest device, every layer.
+StepPrediction predict_step(const model::ModelConfig& c, const HardwareProfile& hw, const ParallelPlan& p,
+                            const Workload& w, const LoadModel& load, const StepShape& s, double context,
+                            bool prefill) {
+  const Shard sh(c, p);
+  const double ab = hw.activation_bytes;
+  const int D = p.devices();
+  StepPrediction out;
+  out.sequences = s.sequences;
+  out.tokens = s.tokens;
+  out.context = context;
+
+  const double attention = matmul_cost(hw, w.weights, s.attn_tokens, sh.d, sh.qkv_out()).seconds +
+                           attention_core(hw, sh, s, context, w.kv_bytes, prefill).seconds +
+                           matmul_cost(hw, w.weights, s.attn_tokens, sh.heads * sh.head_dim, sh.d).seconds;
+  const double attn_bytes = double(s.attn_tokens) * sh.d * ab, unit_bytes = double(s.padded) * sh.d * ab;
+  const double comm = collective_seconds(hw, Collective::reduce_scatter, p.attn_tp, attn_bytes) +  // O partial sums
+                      collective_seconds(hw, Collective::all_gather, D, unit_bytes) +            // all tokens to all
+                      collective_seconds(hw, Collective::reduce_scatter, D, unit_bytes) +        // expert outputs back
+                      collective_seconds(hw, Collective::all_gather, p.attn_tp, attn_bytes);     // attention input
+  const double router = matmul_cost(hw, WeightType::bf16, s.tokens, sh.d, c.num_experts).seconds;
+  double shared = 0;
+  if (sh.shared_ff > 0)
+    shared = matmul_cost(hw, w.weights, s.shared_tokens, sh.d, 2 * sh.shared_ff).seconds +
+             matmul_cost(hw, w.weights, s.shared_tokens, sh.shared_ff, sh.d).seconds;
+
+  for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
+    const ExpertLoad l = load.layer(layer, s.tokens);
+    const double experts = router +
+                           grouped_matmul_cost(hw, w.weights, l.max_pairs, l.experts_touched, sh.d, 2 * sh.expert_ff).seconds +
+                           grouped_matmul_cost(hw, w.weights, l.max_pairs, l.experts_touched, sh.expert_ff, sh.d).seconds;
+    out.time.attention += attention;
+    out.time.experts += experts;
+    out.time.shared += shared;
+    out.time.comm += w.overlap_comm ? std::max(0.0, comm - experts - shared) : comm;
+    out.max_expert_pairs += l.max_pairs / c.num_hidden_layers;
+    out.mean_expert_pairs += l.mean_pairs / c.num_hidden_layers;
+  }
+  // Logits of each sequence's last position only.
+  out.time.lm_head = matmul_cost(hw, WeightType::bf16, s.attn_seqs, sh.d, sh.vocab).seconds;
+  out.seconds = out.time.total();
+  out.tokens_per_s_per_device = double(s.tokens) / (out.seconds * D);
+  return out;
+}
+
+double weight_bytes(const model::ModelConfig& c, const ParallelPlan& p, WeightType type) {
+  const Shard sh(c, p);
+  const double wb = weight_bytes_per_element(type), bf = 2;
+  const double attention = double(sh.d) * sh.qkv_out() * wb + double(sh.heads) * sh.head_dim * sh.d * wb +
+                           double(sh.qkv_out() + sh.d) * bf;  // biases
+  const double router = double(c.num_experts) * sh.d * bf + c.num_experts * 4.0;
+  const double norms = 2.0 * sh.d * bf;
+  const double experts = double(sh.experts) * 3 * sh.d * sh.expert_ff * wb;
+  const double shared = 3.0 * sh.d * sh.shared_ff * wb;
+  const double layer = attention + router + norms + experts + shared;
+  // Embedding and lm_head split over the vocabulary like attention's TP; the final norm.
+  return layer * c.num_hidden_layers + 2.0 * sh.vocab * sh.d * bf + sh.d * bf;
+}
+
+double activation_bytes(const model::ModelConfig& c, const HardwareProfile& hw, const ParallelPlan& p,
+                        const StepShape& s, double max_pairs) {
+  const Shard sh(c, p);
+  const double elems = 2.0 * s.padded * sh.d +                                          // gathered input, output
+                       double(s.attn_tokens) * (sh.qkv_out() + sh.heads * sh.head_dim) +  // QKV, attention out
+                       max_pairs * (sh.d + 2.0 * sh.expert_ff) +                         // permuted rows, gate|up
+                       double(s.shared_tokens) * 2.0 * sh.shared_ff;
+  return elems * hw.activation_bytes + double(s.attn_seqs) * sh.vocab * 4.0;  // f32 logits
+}
+
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return buf;
+}
+
+}  // namespace
+
+Prediction predict(const model::ModelConfig& c, const HardwareProfile& hw, const ParallelPlan& p, const Workload& w,
+                   const LoadModel& load) {
+  p.validate(c, hw);
+  check(w.batch >= 1, "batch must be at least 1 (got " + std::to_string(w.batch) + ")");
+  check(w.prompt >= 1, "prompt length must be at least 1 (got " + std::to_string(w.prompt) + ")");
+  check(w.gen >= 1, "generated length must be at least 1 (got " + std::to_string(w.gen) + ")");
+  check(w.prefill_batch >= 0, "prefill batch must not be negative");
+  check(w.kv_bytes == 1 || w.kv_bytes == 2 || w.kv_bytes == 4, "KV cache element must be 1, 2 or 4 bytes");
+
+  Prediction out;
+  out.profile = hw.name;
+  out.plan = p.to_string();
+  out.devices = p.devices();
+  out.devices_per_card = hw.devices_per_card;
+
+  const int64_t prefill_seqs = w.prefill_batch > 0 ? w.prefill_batch : p.attn_dp;
+  const StepShape pre = step_shape(prefill_seqs, w.prompt, p), dec = step_shape(w.batch, 1, p);
+  out.prefill = predict_step(c, hw, p, w, load, pre, double(w.prompt), true);
+  // Decode at the mean context over the generation: the cost is linear in the context, so this
+  // step's time is the mean of the G steps' times.
+  out.decode = predict_step(c, hw, p, w, load, dec, double(w.prompt) + double(w.gen) / 2, false);
+
+  const Shard sh(c, p);
+  out.memory.capacity = hw.memory_capacity_bytes;
+  out.memory.reserved = hw.memory_reserved_bytes;
+  out.memory.weights = weight_bytes(c, p, w.weights);
+  out.memory.kv_cache = double(dec.attn_seqs) * double(w.prompt + w.gen) * c.num_hidden_layers * 2.0 * sh.kv_heads *
+                        sh.head_dim * w.kv_bytes;
+  out.memory.activations = std::max(activation_bytes(c, hw, p, pre, out.prefill.max_expert_pairs),
+                                    activation_bytes(c, hw, p, dec, out.decode.max_expert_pairs));
+  return out;
+}
+
+void check_memory_fit(const Prediction& r) {
+  const MemoryUse& m = r.memory;
+  check(m.fits(), "the model does not fit: each device of plan '" + r.plan + "' on '" + r.profile + "' needs " +
+                      gib(m.total()) + " (weights " + gib(m.weights) + ", KV cache " + gib(m.kv_cache) +
+                      ", activations " + gib(m.activations) + ", reserved " + gib(m.reserved) + ") but has " +
+                      gib(m.capacity));
+}
+
+}  // namespace moge::sim

@@ -1,0 +1,79 @@
+// The roofline cost model's unit cases, each against arithmetic written out here.
+#include <gtest/gtest.h>
+
+#include "moge/core/error.h"
+#include "moge/sim/cost.h"
+#include "sim_test_util.h"
+
+namespace moge::sim {
+namespace {
+
+HardwareProfile profile() { return HardwareProfile::from_json_text(test::sim_test_profile().dump(), "test.json"); }
+
+TEST(SimCost, LargeGemmIsComputeBound) {
+  // 4096³ bf16 GEMM: FLOPs 2·4096³ = 137438953472 at 100e12 · 0.5 (default efficiency) = 2.749 ms;
+  // bytes 4096²·2 (weight) + 2·4096²·2 (x, y) = 100663296 at 1e12 · 0.8 = 0.126 ms.
+  const OpCost c = matmul_cost(profile(), WeightType::bf16, 4096, 4096, 4096);
+  EXPECT_DOUBLE_EQ(c.flops, 137438953472.0);
+  EXPECT_DOUBLE_EQ(c.bytes, 100663296.0);
+  EXPECT_NEAR(c.seconds, 137438953472.0 / 50e12, 1e-15);
+  EXPECT_FALSE(c.memory_bound);
+}
+
+TEST(SimCost, SmallGemmUsesItsBucketAndIsMemoryBound) {
+  // 32 rows (> gemv_max_rows 16: a GEMM; ≤ 64: the bf16 bucket, compute 0.25, memory 0.5).
+  // FLOPs 2·32·1024·1024 = 67108864 -> 67108864 / 25e12 = 2.684 us;
+  // bytes 1024·1024·2 + 32·(1024 + 1024)·2 = 2228224 -> 2228224 / 0.5e12 = 4.456 us.
+  const OpCost c = matmul_cost(profile(), WeightType::bf16, 32, 1024, 1024);
+  EXPECT_DOUBLE_EQ(c.bytes, 2228224.0);
+  EXPECT_NEAR(c.seconds, 2228224.0 / 0.5e12, 1e-18);
+  EXPECT_TRUE(c.memory_bound);
+}
+
+TEST(SimCost, GemvStreamsTheWeights) {
+  // One row, 8192 x 8192 int8 (W8A8): the gemv table's int8 row (compute 0.2, memory 0.9).
+  // bytes 8192²·1 + (8192 + 8192)·2 = 67141632 -> / 0.9e12 = 74.60 us (compute: 2·8192² / 40e12 = 3.4 us).
+  const OpCost c = matmul_cost(profile(), WeightType::int8, 1, 8192, 8192);
+  EXPECT_DOUBLE_EQ(c.flops, 2.0 * 8192 * 8192);
+  EXPECT_DOUBLE_EQ(c.bytes, 67141632.0);
+  EXPECT_NEAR(c.seconds, 67141632.0 / 0.9e12, 1e-18);
+  EXPECT_TRUE(c.memory_bound);
+  // int4 blocks: 18 bytes per 32 weights -> 8192²·18/32 + 32768 = 37781504 bytes.
+  EXPECT_NEAR(matmul_cost(profile(), WeightType::int4, 1, 8192, 8192).seconds, 37781504.0 / 0.9e12, 1e-18);
+}
+
+TEST(SimCost, GroupedMatmulReadsEachTouchedExpertOnce) {
+  // 40 pairs over 4 experts (10 rows each: a GEMV), 1024 -> 512, int8: bytes 4·1024·512 + 40·1536·2.
+  const OpCost c = grouped_matmul_cost(profile(), WeightType::int8, 40, 4, 1024, 512);
+  EXPECT_DOUBLE_EQ(c.bytes, 4.0 * 1024 * 512 + 40.0 * 1536 * 2);
+  EXPECT_DOUBLE_EQ(c.flops, 2.0 * 40 * 1024 * 512);
+  EXPECT_NEAR(c.seconds, c.bytes / 0.9e12, 1e-18);
+}
+
+TEST(SimCost, Collectives) {
+  const HardwareProfile p = profile();
+  // 4 devices fit a node: direct, one latency step: 10 us + 3/4 · 64 MiB / 100e9 = 513.3 us.
+  const double s = 64.0 * 1024 * 1024;
+  EXPECT_NEAR(collective_seconds(p, Collective::all_gather, 4, s), 10e-6 + 0.75 * s / 100e9, 1e-15);
+  EXPECT_NEAR(collective_seconds(p, Collective::reduce_scatter, 4, s), 10e-6 + 0.75 * s / 100e9, 1e-15);
+  EXPECT_NEAR(collective_seconds(p, Collective::all_reduce, 4, s), 2 * (10e-6 + 0.75 * s / 100e9), 1e-15);
+  // 8 devices span both nodes: ring, 7 steps of 20 us + 7/8 · 8 MB / 10e9 = 140 us + 700 us.
+  EXPECT_NEAR(collective_seconds(p, Collective::all_gather, 8, 8e6), 840e-6, 1e-15);
+  EXPECT_EQ(collective_seconds(p, Collective::all_gather, 1, s), 0.0);
+}
+
+TEST(SimCost, KernelOverheadAddsToEveryKernel) {
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 5;
+  const HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_NEAR(matmul_cost(p, WeightType::int8, 1, 8192, 8192).seconds, 67141632.0 / 0.9e12 + 5e-6, 1e-15);
+}
+
+TEST(SimCost, WeightTypes) {
+  EXPECT_EQ(parse_weight_type("int4"), WeightType::int4);
+  EXPECT_EQ(compute_type_of(WeightType::int4), ComputeType::int8);
+  EXPECT_THROW(parse_weight_type("fp8"), Error);
+}
+
+}  // namespace
+}  // namespace moge::sim

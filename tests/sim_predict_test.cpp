@@ -1,0 +1,137 @@
+// predict(): Pangu Pro MoE on the 800I A2 profile runs and gives finite, positive numbers; a step
+// is the sum of its parts; a model that does not fit says so; MoGE's busiest device is never
+// slower than top-k's.
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "moge/core/error.h"
+#include "moge/sim/predict.h"
+#include "sim_test_util.h"
+#include "test_util.h"
+
+namespace moge::sim {
+namespace {
+
+model::ModelConfig pangu() { return model::ModelConfig::from_file(test::source_path("tests/data/pangu_pro_moe/config.json")); }
+HardwareProfile a2() { return HardwareProfile::from_file(test::source_path("docs/sim/profiles/ascend-800i-a2.json")); }
+
+Prediction run(const model::ModelConfig& c, const HardwareProfile& hw, const std::string& plan_text, const Workload& w) {
+  const ParallelPlan plan = ParallelPlan::parse(plan_text);
+  const UniformLoad load(c.moe_config().router, plan.expert_ep);
+  return predict(c, hw, plan, w, load);
+}
+
+void expect_sane(const StepPrediction& s, const char* what) {
+  for (double v : {s.seconds, s.tokens_per_s_per_device, s.time.attention, s.time.experts, s.time.shared, s.time.lm_head})
+    EXPECT_TRUE(std::isfinite(v) && v > 0) << what << ": " << v;
+  EXPECT_TRUE(std::isfinite(s.time.comm) && s.time.comm >= 0) << what;
+  EXPECT_NEAR(s.seconds, s.time.total(), 1e-12 * s.seconds) << what;
+}
+
+TEST(SimPredict, PanguProMoEOn800IA2) {
+  Workload w;
+  w.batch = 456;
+  w.prompt = 2048;
+  w.gen = 256;
+  w.weights = WeightType::int8;
+  const Prediction r = run(pangu(), a2(), "attn=dp2tp4,experts=ep4tp2,shared=tp8", w);
+  EXPECT_EQ(r.devices, 8);
+  expect_sane(r.prefill, "prefill");
+  expect_sane(r.decode, "decode");
+  EXPECT_GT(r.prefill.time.comm, 0);
+  EXPECT_EQ(r.prefill.sequences, 2);  // one a DP group
+  EXPECT_EQ(r.prefill.tokens, 2 * 2048);
+  EXPECT_EQ(r.decode.tokens, 456);
+  EXPECT_DOUBLE_EQ(r.decode.context, 2048 + 128);
+  EXPECT_DOUBLE_EQ(r.decode.tokens_per_s_per_device, 456 / (r.decode.seconds * 8));
+  // MoGE on ep4: exactly T·K/4 pairs a device in every layer.
+  EXPECT_DOUBLE_EQ(r.decode.max_expert_pairs, 456.0 * 8 / 4);
+  EXPECT_TRUE(r.memory.fits()) << r.memory.total() / (1 << 30) << " GiB";
+  EXPECT_GT(r.memory.weights, 5e9);
+  EXPECT_GT(r.memory.kv_cache, 1e9);
+  EXPECT_NO_THROW(check_memory_fit(r));
+}
+
+TEST(SimPredict, OneDeviceHasNoCommunication) {
+  Workload w;
+  w.batch = 4;
+  w.prompt = 128;
+  w.gen = 16;
+  const Prediction r = run(pangu(), HardwareProfile::from_json_text(test::sim_test_profile().dump(), "t.json"), "", w);
+  EXPECT_EQ(r.prefill.time.comm, 0.0);
+  EXPECT_EQ(r.decode.time.comm, 0.0);
+  expect_sane(r.decode, "decode");
+}
+
+TEST(SimPredict, ModelThatDoesNotFitSaysWhy) {
+  Workload w;  // bf16 Pangu (72B parameters, 144 GB) on one 64 GiB device
+  const Prediction r = run(pangu(), a2(), "", w);
+  EXPECT_FALSE(r.memory.fits());
+  try {
+    check_memory_fit(r);
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("does not fit"), std::string::npos) << m;
+    EXPECT_NE(m.find("weights"), std::string::npos) << m;
+    EXPECT_NE(m.find("64.00 GiB"), std::string::npos) << m;
+  }
+}
+
+TEST(SimPredict, PlanErrorsComeThroughPredict) {
+  Workload w;
+  EXPECT_THROW(run(pangu(), a2(), "attn=dp16,experts=ep16,shared=tp16", w), Error);
+  w.batch = 0;
+  EXPECT_THROW(run(pangu(), a2(), "", w), Error);
+}
+
+TEST(SimPredict, MoGEBusiestDeviceNeverSlowerThanTopk) {
+  model::ModelConfig moge = pangu(), topk = pangu();
+  topk.routing_mode = moe::RoutingMode::topk;
+  Workload w;
+  w.weights = WeightType::int8;
+  for (int64_t batch : {1, 16, 456}) {
+    w.batch = batch;
+    const Prediction a = run(moge, a2(), "attn=dp2tp4,experts=ep4tp2,shared=tp8", w);
+    const Prediction b = run(topk, a2(), "attn=dp2tp4,experts=ep4tp2,shared=tp8", w);
+    EXPECT_LE(a.decode.time.experts, b.decode.time.experts * (1 + 1e-12)) << batch;
+    EXPECT_LT(a.decode.max_expert_pairs, b.decode.max_expert_pairs) << batch;
+    EXPECT_EQ(a.decode.time.attention, b.decode.time.attention);
+  }
+}
+
+TEST(SimPredict, QuantizedWeightsAreSmallerAndFasterToDecode) {
+  Workload w;
+  w.batch = 8;
+  const char* plan = "attn=dp2tp4,experts=ep4tp2,shared=tp8";
+  w.weights = WeightType::bf16;
+  const Prediction bf16 = run(pangu(), a2(), plan, w);
+  w.weights = WeightType::int8;
+  const Prediction int8 = run(pangu(), a2(), plan, w);
+  w.weights = WeightType::int4;
+  const Prediction int4 = run(pangu(), a2(), plan, w);
+  EXPECT_LT(int8.memory.weights, bf16.memory.weights);
+  EXPECT_LT(int4.memory.weights, int8.memory.weights);
+  EXPECT_LT(int8.decode.seconds, bf16.decode.seconds);
+  EXPECT_LT(int4.decode.seconds, int8.decode.seconds);
+}
+
+TEST(SimPredict, OverlapHidesCommunicationBehindExperts) {
+  Workload w;
+  w.weights = WeightType::int8;
+  const char* plan = "attn=dp2tp4,experts=ep4tp2,shared=tp8";
+  const Prediction plain = run(pangu(), a2(), plan, w);
+  w.overlap_comm = true;
+  const Prediction overlapped = run(pangu(), a2(), plan, w);
+  EXPECT_LT(overlapped.prefill.time.comm, plain.prefill.time.comm);
+  EXPECT_GE(overlapped.prefill.time.comm, 0.0);
+  EXPECT_EQ(overlapped.prefill.time.experts, plain.prefill.time.experts);
+  EXPECT_NEAR(overlapped.prefill.time.comm,
+              std::max(0.0, plain.prefill.time.comm - plain.prefill.time.experts - plain.prefill.time.shared), 1e-9);
+}
+
+}  // namespace
+}  // namespace moge::sim

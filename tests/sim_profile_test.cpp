@@ -1,0 +1,144 @@
+// Hardware profiles and parallel plans: the shipped profiles load; a bad profile or plan gives one
+// Error naming the file and the field, or the plan and the part, at fault.
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "moge/core/error.h"
+#include "moge/model/config.h"
+#include "moge/sim/hardware.h"
+#include "moge/sim/plan.h"
+#include "sim_test_util.h"
+#include "test_util.h"
+
+namespace moge::sim {
+namespace {
+
+using nlohmann::json;
+
+// The message of the Error `f` throws ("" when it throws none).
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string profile_error(const json& j) {
+  return error_of([&] { HardwareProfile::from_json_text(j.dump(), "bad.json"); });
+}
+
+model::ModelConfig pangu() { return model::ModelConfig::from_file(test::source_path("tests/data/pangu_pro_moe/config.json")); }
+
+TEST(SimProfile, ShippedProfilesLoad) {
+  for (const char* name : {"ascend-800i-a2", "ascend-300i-duo", "h200-8x"}) {
+    const HardwareProfile p = HardwareProfile::from_file(test::source_path(std::string("docs/sim/profiles/") + name + ".json"));
+    EXPECT_FALSE(p.name.empty());
+    EXPECT_FALSE(p.sources.empty()) << name;
+    EXPECT_GT(p.peak_flops(ComputeType::int8), p.peak_flops(ComputeType::bf16)) << name;
+    EXPECT_GT(p.memory_capacity_bytes, p.memory_reserved_bytes);
+  }
+  const HardwareProfile a2 = HardwareProfile::from_file(test::source_path("docs/sim/profiles/ascend-800i-a2.json"));
+  EXPECT_EQ(a2.total_devices(), 8);
+  EXPECT_DOUBLE_EQ(a2.peak_flops_bf16, 280e12);
+}
+
+TEST(SimProfile, EfficiencyLookupTakesTheFirstMatchingBucket) {
+  const HardwareProfile p = HardwareProfile::from_json_text(test::sim_test_profile().dump(), "t.json");
+  EXPECT_EQ(p.efficiency(KernelClass::gemm, ComputeType::bf16, 64).compute, 0.25);
+  EXPECT_EQ(p.efficiency(KernelClass::gemm, ComputeType::bf16, 65).compute, 0.5);  // default
+  EXPECT_EQ(p.efficiency(KernelClass::gemm, ComputeType::int8, 8).compute, 0.5);   // no int8 row
+  EXPECT_EQ(p.efficiency(KernelClass::gemv, ComputeType::int8, 1).memory, 0.9);
+  EXPECT_EQ(p.efficiency(KernelClass::attention, ComputeType::bf16, 1).memory, 0.8);
+}
+
+TEST(SimProfile, MissingFieldNamesFileAndField) {
+  json j = test::sim_test_profile();
+  j["device"].erase("memory_bandwidth_gb_s");
+  const std::string e = profile_error(j);
+  EXPECT_NE(e.find("bad.json"), std::string::npos) << e;
+  EXPECT_NE(e.find("'device.memory_bandwidth_gb_s' is missing"), std::string::npos) << e;
+
+  j = test::sim_test_profile();
+  j["interconnect"].erase("inter_node");
+  EXPECT_NE(profile_error(j).find("'interconnect.inter_node' is missing"), std::string::npos);
+
+  j = test::sim_test_profile();
+  j.erase("sources");
+  EXPECT_NE(profile_error(j).find("'sources'"), std::string::npos);
+}
+
+TEST(SimProfile, BadValuesNameTheField) {
+  json j = test::sim_test_profile();
+  j["device"]["peak_tflops"]["int8"] = -1;
+  EXPECT_NE(profile_error(j).find("'device.peak_tflops.int8' must be positive"), std::string::npos);
+  j = test::sim_test_profile();
+  j["efficiency"]["gemm"][0]["compute"] = 1.5;
+  EXPECT_NE(profile_error(j).find("'efficiency.gemm[0].compute' must be at most 1"), std::string::npos);
+  j = test::sim_test_profile();
+  j["efficiency"]["gemv"][0]["type"] = "fp8";
+  EXPECT_NE(profile_error(j).find("'efficiency.gemv[0].type' is invalid"), std::string::npos);
+  j = test::sim_test_profile();
+  j["interconnect"]["intra_node"]["algorithm"] = "tree";
+  EXPECT_NE(profile_error(j).find("'interconnect.intra_node.algorithm'"), std::string::npos);
+  j = test::sim_test_profile();
+  j["devices_per_node"] = "8";
+  EXPECT_NE(profile_error(j).find("'devices_per_node' must be a positive integer"), std::string::npos);
+  EXPECT_NE(error_of([] { HardwareProfile::from_json_text("{", "x.json"); }).find("x.json: invalid JSON"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { HardwareProfile::from_file("/nonexistent/p.json"); }).find("/nonexistent/p.json"),
+            std::string::npos);
+}
+
+TEST(SimPlan, ParsesThePapersPlan) {
+  const ParallelPlan p = ParallelPlan::parse("attn=dp2tp4,experts=ep4tp2,shared=tp8");
+  EXPECT_EQ(p.attn_dp, 2);
+  EXPECT_EQ(p.attn_tp, 4);
+  EXPECT_EQ(p.expert_ep, 4);
+  EXPECT_EQ(p.expert_tp, 2);
+  EXPECT_EQ(p.shared_dp, 1);
+  EXPECT_EQ(p.shared_tp, 8);
+  EXPECT_EQ(p.devices(), 8);
+  EXPECT_EQ(ParallelPlan::parse(p.to_string()).to_string(), p.to_string());
+  // Parts left out span the same devices; "" is one device.
+  const ParallelPlan q = ParallelPlan::parse("experts=ep4");
+  EXPECT_EQ(q.attn_dp, 4);
+  EXPECT_EQ(q.shared_tp, 4);
+  EXPECT_EQ(ParallelPlan::parse("").devices(), 1);
+}
+
+TEST(SimPlan, BadPlansSayWhatIsWrong) {
+  EXPECT_NE(error_of([] { ParallelPlan::parse("attn=dp2tp4,experts=ep4"); }).find("spans 4 devices but 'attn' spans 8"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { ParallelPlan::parse("mlp=tp2"); }).find("unknown part 'mlp'"), std::string::npos);
+  EXPECT_NE(error_of([] { ParallelPlan::parse("attn=ep2"); }).find("'ep' is not a degree of this part"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { ParallelPlan::parse("attn=tp"); }).find("needs a positive number"), std::string::npos);
+  EXPECT_NE(error_of([] { ParallelPlan::parse("attn=dp2,attn=tp2"); }).find("given twice"), std::string::npos);
+}
+
+TEST(SimPlan, PlanNeedingMoreDevicesThanTheProfileHas) {
+  const HardwareProfile a2 = HardwareProfile::from_file(test::source_path("docs/sim/profiles/ascend-800i-a2.json"));
+  const ParallelPlan p = ParallelPlan::parse("attn=dp4tp4,experts=ep8tp2,shared=tp16");
+  const std::string e = error_of([&] { p.validate(pangu(), a2); });
+  EXPECT_NE(e.find("needs 16 devices"), std::string::npos) << e;
+  EXPECT_NE(e.find("has 8"), std::string::npos) << e;
+}
+
+TEST(SimPlan, DegreesMustDivideWhatTheySplit) {
+  const HardwareProfile a2 = HardwareProfile::from_file(test::source_path("docs/sim/profiles/ascend-800i-a2.json"));
+  // 40 heads over tp 3; MoGE's 8 groups over ep 3 (and 64 experts).
+  EXPECT_NE(error_of([&] { ParallelPlan::parse("attn=tp3,experts=ep3,shared=tp3").validate(pangu(), a2); })
+                .find("num_attention_heads (40) is not divisible by 3"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { ParallelPlan::parse("attn=dp3,experts=ep3,shared=dp3").validate(pangu(), a2); })
+                .find("num_experts (64) is not divisible by 3"),
+            std::string::npos);
+  EXPECT_NO_THROW(ParallelPlan::parse("attn=dp2tp4,experts=ep4tp2,shared=tp8").validate(pangu(), a2));
+}
+
+}  // namespace
+}  // namespace moge::sim
