@@ -18,6 +18,7 @@ void add_train_command(CLI::App& app);
 void add_eval_command(CLI::App& app);
 void add_tokenizer_command(CLI::App& app);
 void add_data_command(CLI::App& app);
+void add_sim_command(CLI::App& app);
 
 // --type (alias --dtype): the weight format the GEMMs run on, f32|bf16|int8|int4.
 inline void add_weight_type_option(CLI::App* cmd, std::string& type) {

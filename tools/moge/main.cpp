@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   moge::cli::add_convert_command(app);
   moge::cli::add_train_command(app);
   moge::cli::add_eval_command(app);
+  moge::cli::add_sim_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
