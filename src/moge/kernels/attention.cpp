@@ -1,11 +1,27 @@
+// Two ways to attend, chosen by the number of new tokens alone (so training and inference agree
+// bitwise on the same call):
+//  - tiled (kTiledMinTokens or more tokens: prefill, training): per query head and block of
+//    kBlock query rows, S = Q·Kᵀ, a causal softmax row by row in SIMD, O = P·V, all through
+//    kernels::matmul; the backward is the same tiles in reverse (see attention_backward).
+//  - one row at a time (decoding a few tokens): a query against every key of the cache. Products
+//    of a few rows with a key count that grows every step would create a oneDNN primitive per
+//    step in the tiled form.
 #include "moge/kernels/attention.h"
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "moge/kernels/matmul.h"
+#include "moge/kernels/vmath.h"
+
 namespace moge::kernels {
 namespace {
+
+constexpr int64_t kTiledMinTokens = 16;
+// Query rows per tile: bounds the S scratch (kBlock × keys) for long prompts, and skips most of
+// the masked upper triangle (3/4 of the full product is computed at T = 2 · kBlock).
+constexpr int64_t kBlock = 64;
 
 // Strides and constants shared by the passes: rows of q/out are [H, hd], rows of k/v [kv_heads, hd].
 struct Layout {
@@ -18,55 +34,149 @@ struct Layout {
         kv_stride(int64_t(s.kv_heads) * s.head_dim), scale(1.0f / std::sqrt(float(s.head_dim))) {}
 
   const float* q_row(const float* base, int64_t t, int h) const { return base + t * q_stride + int64_t(h) * hd; }
+  float* q_row(float* base, int64_t t, int h) const { return base + t * q_stride + int64_t(h) * hd; }
   const float* kv_row(const float* base, int64_t j, int kvh) const { return base + j * kv_stride + int64_t(kvh) * hd; }
+
+  // Operands of the tile products: rows t0.. of head h in a [tokens, H, hd] array, rows 0.. of kv
+  // head kvh in a [keys, kv_heads, hd] array.
+  MatRef q_tile(const float* base, int64_t t0, int h, bool trans = false) const {
+    return MatRef::f32(q_row(base, t0, h), q_stride, trans);
+  }
+  MatRef kv_tile(const float* base, int kvh, bool trans = false) const {
+    return MatRef::f32(kv_row(base, 0, kvh), kv_stride, trans);
+  }
 };
 
+// Σ a·b; the simd reduction lets GCC vectorize (a fixed order for a given build, so deterministic).
 float dot(const float* a, const float* b, int n) {
   float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
   for (int i = 0; i < n; ++i) sum += a[i] * b[i];
   return sum;
 }
 
-// The scaled score of query row qv against key j. Forward and backward both call this, so the
-// probabilities backward recomputes are the forward's own.
-float score(const Layout& l, const float* qv, const float* k, int64_t j, int kvh) {
-  return dot(qv, l.kv_row(k, j, kvh), l.hd) * l.scale;
+// The causal softmax of one row of raw scores s[0 .. len-1] (scaled here), in place; s[len .. n-1],
+// the masked keys, become 0. Returns the log-sum-exp of the scaled scores.
+float softmax_row(float* s, int64_t len, int64_t n, float scale) {
+  const float mx = scale * vmath::max(s, len);  // scale > 0
+  const double sum = vmath::exp_affine(s, scale, -mx, s, len);
+  const float inv = float(1.0 / sum);
+  for (int64_t j = 0; j < len; ++j) s[j] *= inv;
+  std::fill(s + len, s + n, 0.0f);
+  return mx + float(std::log(sum));
 }
 
-// One query row qv of head h attending keys 0 .. keys-1: writes o [hd], returns the log-sum-exp
-// of the scores. `scores` is scratch.
-float attend(const Layout& l, const float* qv, const float* k, const float* v, int64_t keys, int h,
-             std::vector<float>& scores, float* o) {
+// --- One row at a time -------------------------------------------------------------------------
+
+// One query row qv of head h attending keys 0 .. keys-1: writes o [hd], returns the log-sum-exp.
+float attend_row(const Layout& l, const float* qv, const float* k, const float* v, int64_t keys, int h,
+                 std::vector<float>& p, float* o) {
   const int kvh = h / l.group;
-  scores.resize(keys);
-  float mx = -INFINITY;
-  for (int64_t j = 0; j < keys; ++j) mx = std::max(mx, scores[j] = score(l, qv, k, j, kvh));
-  float sum = 0.0f;
-  for (int64_t j = 0; j < keys; ++j) sum += (scores[j] = std::exp(scores[j] - mx));
+  p.resize(size_t(keys));
+  for (int64_t j = 0; j < keys; ++j) p[size_t(j)] = dot(qv, l.kv_row(k, j, kvh), l.hd);
+  const float lse = softmax_row(p.data(), keys, keys, l.scale);
   std::fill(o, o + l.hd, 0.0f);
   for (int64_t j = 0; j < keys; ++j) {
-    const float w = scores[j] / sum;
+    const float w = p[size_t(j)];
     const float* vv = l.kv_row(v, j, kvh);
+#pragma omp simd
     for (int i = 0; i < l.hd; ++i) o[i] += w * vv[i];
   }
-  return mx + std::log(sum);
+  return lse;
 }
 
-// Every (token, head) of the queries; lse may be null.
-void attend_all(const float* q, const float* k, const float* v, float* out, float* lse, int64_t tokens,
-                int64_t first_position, const AttentionShape& s) {
-  const Layout l(s);
+void attend_rows(const Layout& l, const float* q, const float* k, const float* v, float* out, float* lse,
+                 int64_t tokens, int64_t first_position, int heads) {
 #pragma omp parallel
   {
-    std::vector<float> scores;
+    std::vector<float> p;
 #pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int64_t t = 0; t < tokens; ++t) {
-      for (int h = 0; h < s.heads; ++h) {
-        float* o = out + t * l.q_stride + int64_t(h) * l.hd;
-        const float log_sum = attend(l, l.q_row(q, t, h), k, v, first_position + t + 1, h, scores, o);
-        if (lse) lse[t * s.heads + h] = log_sum;
+    for (int64_t t = 0; t < tokens; ++t)
+      for (int h = 0; h < heads; ++h) {
+        const float log_sum =
+            attend_row(l, l.q_row(q, t, h), k, v, first_position + t + 1, h, p, l.q_row(out, t, h));
+        if (lse) lse[t * heads + h] = log_sum;
       }
+  }
+}
+
+// --- Tiles -------------------------------------------------------------------------------------
+// kernels::matmul is called from inside OpenMP loops: oneDNN then runs each product on the
+// calling thread, and every product is computed whole by one thread, so results do not depend on
+// the thread count.
+
+// Query rows [t0, t0 + rows) against keys [0, first_position + t0 + rows): row r sees keys up to
+// first_position + t0 + r.
+struct Tile {
+  int64_t t0, rows, keys;
+  int64_t visible(int64_t r, int64_t first_position) const { return first_position + t0 + r + 1; }
+};
+
+Tile tile(int64_t block, int64_t tokens, int64_t first_position) {
+  const int64_t t0 = block * kBlock, rows = std::min(kBlock, tokens - t0);
+  return {t0, rows, first_position + t0 + rows};
+}
+
+void attend_tiles(const Layout& l, const float* q, const float* k, const float* v, float* out, float* lse,
+                  int64_t tokens, int64_t first_position, int heads) {
+  const int64_t blocks = (tokens + kBlock - 1) / kBlock;
+#pragma omp parallel
+  {
+    std::vector<float> s;
+    // Units largest first (the last block sees the most keys), for the dynamic schedule's balance.
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < blocks * heads; ++u) {
+      const int h = int(u % heads), kvh = h / l.group;
+      const Tile tl = tile(blocks - 1 - u / heads, tokens, first_position);
+      s.resize(size_t(tl.rows * tl.keys));
+      matmul(tl.rows, tl.keys, l.hd, l.q_tile(q, tl.t0, h), l.kv_tile(k, kvh, true), s.data(), tl.keys);
+      for (int64_t r = 0; r < tl.rows; ++r) {
+        const float log_sum = softmax_row(s.data() + r * tl.keys, tl.visible(r, first_position), tl.keys, l.scale);
+        if (lse) lse[(tl.t0 + r) * heads + h] = log_sum;
+      }
+      matmul(tl.rows, l.hd, tl.keys, MatRef::f32(s.data(), tl.keys), l.kv_tile(v, kvh), l.q_row(out, tl.t0, h),
+             l.q_stride);
     }
+  }
+}
+
+void attend(const float* q, const float* k, const float* v, float* out, float* lse, int64_t tokens,
+            int64_t first_position, const AttentionShape& s) {
+  const Layout l(s);
+  if (tokens >= kTiledMinTokens) attend_tiles(l, q, k, v, out, lse, tokens, first_position, s.heads);
+  else attend_rows(l, q, k, v, out, lse, tokens, first_position, s.heads);
+}
+
+// The backward of one query head h over every block, into dq (its rows of head h) and dk_h, dv_h
+// [tokens, hd], this head's shares of dk and dv. Blocks run last to first: the last sees every key
+// and writes all of dk_h and dv_h, the earlier ones add to a prefix.
+void backward_head(const Layout& l, int h, const float* q, const float* k, const float* v, const float* out,
+                   const float* lse, const float* dout, float* dq, float* dk_h, float* dv_h, int64_t tokens,
+                   int heads, std::vector<float>& p, std::vector<float>& ds) {
+  const int kvh = h / l.group;
+  const int64_t blocks = (tokens + kBlock - 1) / kBlock;
+  for (int64_t b = blocks - 1; b >= 0; --b) {
+    const Tile tl = tile(b, tokens, 0);
+    const int64_t n = tl.keys;
+    p.resize(size_t(tl.rows * n));
+    ds.resize(p.size());
+    matmul(tl.rows, n, l.hd, l.q_tile(q, tl.t0, h), l.kv_tile(k, kvh, true), p.data(), n);
+    matmul(tl.rows, n, l.hd, l.q_tile(dout, tl.t0, h), l.kv_tile(v, kvh, true), ds.data(), n);  // dP
+    for (int64_t r = 0; r < tl.rows; ++r) {
+      const int64_t t = tl.t0 + r, len = tl.visible(r, 0);
+      float* pr = p.data() + r * n;
+      float* dsr = ds.data() + r * n;
+      const float D = dot(l.q_row(dout, t, h), l.q_row(out, t, h), l.hd);
+      vmath::exp_affine(pr, l.scale, -lse[t * heads + h], pr, len);  // p = exp(scale · s − lse)
+#pragma omp simd
+      for (int64_t j = 0; j < len; ++j) dsr[j] = l.scale * pr[j] * (dsr[j] - D);  // scale folded into dS
+      std::fill(pr + len, pr + n, 0.0f);
+      std::fill(dsr + len, dsr + n, 0.0f);
+    }
+    const bool add = b < blocks - 1;
+    matmul(tl.rows, l.hd, n, MatRef::f32(ds.data(), n), l.kv_tile(k, kvh), l.q_row(dq, tl.t0, h), l.q_stride);
+    matmul(n, l.hd, tl.rows, MatRef::f32(ds.data(), n, true), l.q_tile(q, tl.t0, h), dk_h, l.hd, add);
+    matmul(n, l.hd, tl.rows, MatRef::f32(p.data(), n, true), l.q_tile(dout, tl.t0, h), dv_h, l.hd, add);
   }
 }
 
@@ -74,76 +184,49 @@ void attend_all(const float* q, const float* k, const float* v, float* out, floa
 
 void attention_forward(const float* q, const float* k, const float* v, float* out, int64_t tokens,
                        int64_t first_position, const AttentionShape& s) {
-  attend_all(q, k, v, out, nullptr, tokens, first_position, s);
+  attend(q, k, v, out, nullptr, tokens, first_position, s);
 }
 
 void attention_forward_train(const float* q, const float* k, const float* v, float* out, float* lse, int64_t tokens,
                              const AttentionShape& s) {
-  attend_all(q, k, v, out, lse, tokens, 0, s);
+  attend(q, k, v, out, lse, tokens, 0, s);
 }
 
-// With p_tj = exp(s_tj − lse_t) and s_tj = scale · q_t · k_j (j ≤ t), per head:
-//   dv_j = Σ_t p_tj dout_t,   ds_tj = p_tj (dout_t · v_j − D_t),   D_t = dout_t · out_t,
-//   dq_t = scale Σ_j ds_tj k_j,   dk_j = scale Σ_t ds_tj q_t.
-// Two passes that each own their outputs, so nothing is shared between threads: one over query
-// rows (dq), one over key rows (dk, dv, summed over the heads of the group). The second
-// recomputes the probabilities the first computed: twice the score arithmetic, no atomics, no
-// tokens² buffer.
+// With p_tj = exp(s_tj − lse_t) and s_tj = scale · q_t · k_j (j ≤ t), per head, as tiles:
+//   dP = dO·Vᵀ,  D_t = dout_t · out_t,  dS = P ∘ (dP − D),
+//   dQ = scale · dS·K,  dK = scale · dSᵀ·Q,  dV = Pᵀ·dO.
+// Each query head is one unit of work (dq rows of its own; dk and dv shares in scratch); the
+// shares of the heads of a group are then summed in head order. Every element is thus summed by
+// one thread in a fixed order, whatever the thread count.
 void attention_backward(const float* q, const float* k, const float* v, const float* out, const float* lse,
                         const float* dout, float* dq, float* dk, float* dv, int64_t tokens, const AttentionShape& s) {
+  if (tokens <= 0) return;
   const Layout l(s);
   const int H = s.heads, hd = l.hd;
-  std::vector<float> D(size_t(tokens * H));
+  const int64_t share = tokens * hd;
+  std::vector<float> dk_heads(size_t(H * share)), dv_heads(dk_heads.size());
 #pragma omp parallel
   {
+    std::vector<float> p, ds;
+#pragma omp for schedule(dynamic, 1)
+    for (int h = 0; h < H; ++h)
+      backward_head(l, h, q, k, v, out, lse, dout, dq, dk_heads.data() + h * share, dv_heads.data() + h * share,
+                    tokens, H, p, ds);
+
 #pragma omp for collapse(2) schedule(static)
-    for (int64_t t = 0; t < tokens; ++t)
-      for (int h = 0; h < H; ++h) D[size_t(t * H + h)] = dot(l.q_row(dout, t, h), l.q_row(out, t, h), hd);
-
-    // dq: query t of head h against keys 0..t.
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int64_t t = 0; t < tokens; ++t) {
-      for (int h = 0; h < H; ++h) {
-        const int kvh = h / l.group;
-        const float* qv = l.q_row(q, t, h);
-        const float* dy = l.q_row(dout, t, h);
-        const float lse_t = lse[t * H + h], D_t = D[size_t(t * H + h)];
-        float* g = dq + t * l.q_stride + int64_t(h) * hd;
-        std::fill(g, g + hd, 0.0f);
-        for (int64_t j = 0; j <= t; ++j) {
-          const float p = std::exp(score(l, qv, k, j, kvh) - lse_t);
-          const float ds = p * (dot(dy, l.kv_row(v, j, kvh), hd) - D_t);
-          const float* kv = l.kv_row(k, j, kvh);
-          for (int i = 0; i < hd; ++i) g[i] += ds * kv[i];
-        }
-        for (int i = 0; i < hd; ++i) g[i] *= l.scale;
-      }
-    }
-
-    // dk, dv: key j of kv head kvh against the queries t ≥ j of every head in its group.
-#pragma omp for collapse(2) schedule(dynamic, 1)
-    for (int64_t j = 0; j < tokens; ++j) {
+    for (int64_t j = 0; j < tokens; ++j)
       for (int kvh = 0; kvh < s.kv_heads; ++kvh) {
-        const float* vv = l.kv_row(v, j, kvh);
         float* gk = dk + j * l.kv_stride + int64_t(kvh) * hd;
         float* gv = dv + j * l.kv_stride + int64_t(kvh) * hd;
-        std::fill(gk, gk + hd, 0.0f);
-        std::fill(gv, gv + hd, 0.0f);
-        for (int h = kvh * l.group; h < (kvh + 1) * l.group; ++h) {
-          for (int64_t t = j; t < tokens; ++t) {
-            const float* qv = l.q_row(q, t, h);
-            const float* dy = l.q_row(dout, t, h);
-            const float p = std::exp(score(l, qv, k, j, kvh) - lse[t * H + h]);
-            const float ds = p * (dot(dy, vv, hd) - D[size_t(t * H + h)]);
-            for (int i = 0; i < hd; ++i) {
-              gv[i] += p * dy[i];
-              gk[i] += ds * qv[i];
-            }
+        const int64_t h0 = int64_t(kvh) * l.group;
+        std::copy_n(dk_heads.data() + h0 * share + j * hd, hd, gk);
+        std::copy_n(dv_heads.data() + h0 * share + j * hd, hd, gv);
+        for (int64_t h = h0 + 1; h < h0 + l.group; ++h)
+          for (int i = 0; i < hd; ++i) {
+            gk[i] += dk_heads[size_t(h * share + j * hd + i)];
+            gv[i] += dv_heads[size_t(h * share + j * hd + i)];
           }
-        }
-        for (int i = 0; i < hd; ++i) gk[i] *= l.scale;
       }
-    }
   }
 }
 

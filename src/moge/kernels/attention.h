@@ -1,6 +1,9 @@
 #pragma once
 // Causal grouped-query attention: of new queries against a KV cache (inference), and of a whole
-// sequence against itself with its backward (training).
+// sequence against itself with its backward (training). From 16 new tokens on (prefill, training)
+// it runs as tiles through kernels::matmul (S = Q·Kᵀ, softmax, P·V per query head and block of
+// query rows); below, one query row at a time. Which way depends on the token count only, so the
+// training forward and the inference forward of the same sequence give the same bits.
 #include <cstdint>
 
 namespace moge::kernels {
