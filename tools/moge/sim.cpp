@@ -1,19 +1,23 @@
 // `moge sim`: the configuration simulator. `predict` prints the prefill and decode throughput
 // per device, the per-token latency and the time per operator class of one model on one serving
-// unit of a hardware profile (docs/simulator.md).
+// unit of a hardware profile, with the expert load of uniform routing or replayed from a routing
+// trace (--trace); `sweep` (sim_sweep.cpp) searches shapes and plans (docs/simulator.md).
 #include <cstdio>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "moge/core/error.h"
 #include "moge/model/config.h"
 #include "moge/sim/predict.h"
+#include "moge/sim/trace.h"
+#include "sim_sweep.h"
 
 namespace moge::cli {
 namespace {
 
 struct PredictArgs {
-  std::string profile, model, plan, weights = "bf16", kv = "bf16", routing;
+  std::string profile, model, plan, weights = "bf16", kv = "bf16", routing, trace;
   int64_t batch = 1, prefill_batch = 0, prompt = 2048, gen = 128;
   uint64_t seed = 1;
   bool json = false, allow_no_fit = false, overlap = false;
@@ -45,6 +49,21 @@ void print_step(const char* phase, const sim::StepPrediction& s, int per_card) {
 
 double gib(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
 
+// The trace's expert count and top-k must be the model's: its expert ids are placed by them.
+std::unique_ptr<sim::TraceLoad> trace_load(const std::string& path, const model::ModelConfig& config,
+                                           const sim::ParallelPlan& plan) {
+  model::RoutingTrace trace = sim::read_routing_trace(path);
+  check(trace.num_experts == config.num_experts,
+        path + ": field 'num_experts' is " + std::to_string(trace.num_experts) + " but the model has " +
+            std::to_string(config.num_experts) + " experts");
+  check(trace.top_k == config.num_experts_per_tok, path + ": field 'top_k' is " + std::to_string(trace.top_k) +
+                                                       " but the model routes each token to " +
+                                                       std::to_string(config.num_experts_per_tok) + " experts");
+  auto load = std::make_unique<sim::TraceLoad>(std::move(trace), plan.expert_ep, path);
+  load->set_model_layers(config.num_hidden_layers);
+  return load;
+}
+
 void run_predict(const PredictArgs& a) {
   std::string path = a.model;
   if (!path.ends_with(".json")) path += "/config.json";
@@ -63,8 +82,22 @@ void run_predict(const PredictArgs& a) {
   check(a.kv == "bf16" || a.kv == "int8", "--kv-dtype must be bf16 or int8 (got '" + a.kv + "')");
   w.kv_bytes = a.kv == "int8" ? 1 : 2;
   w.overlap_comm = a.overlap;
-  const sim::UniformLoad load(config.moe_config().router, plan.expert_ep, a.seed);
-  sim::Prediction r = sim::predict(config, profile, plan, w, load);
+  std::unique_ptr<sim::LoadModel> load;
+  const sim::TraceLoad* traced = nullptr;
+  if (a.trace.empty()) {
+    load = std::make_unique<sim::UniformLoad>(config.moe_config().router, plan.expert_ep, a.seed);
+  } else {
+    auto t = trace_load(a.trace, config, plan);
+    traced = t.get();
+    load = std::move(t);
+  }
+  sim::Prediction r = sim::predict(config, profile, plan, w, *load);
+  if (traced)
+    for (const sim::StepPrediction* s : {&r.prefill, &r.decode})
+      if (traced->replay(0, s->tokens).wrapped)
+        std::fprintf(stderr, "note: %s has %lld tokens, fewer than a step's %lld: replayed with tokens repeated, "
+                             "which overstates the imbalance\n",
+                     a.trace.c_str(), (long long)traced->trace().tokens(), (long long)s->tokens);
   r.model = path;
   if (!a.allow_no_fit) sim::check_memory_fit(r);
   const int per_card = r.devices_per_card;
@@ -81,6 +114,7 @@ void run_predict(const PredictArgs& a) {
                         {"overlap_comm", a.overlap},
                         {"prompt", a.prompt},
                         {"gen", a.gen},
+                        {"expert_load", a.trace.empty() ? "uniform" : "trace " + a.trace},
                         {"prefill", step_json(r.prefill, per_card)},
                         {"decode", step_json(r.decode, per_card)},
                         {"memory_gib", {{"weights", gib(r.memory.weights)},
@@ -111,7 +145,8 @@ void run_predict(const PredictArgs& a) {
   std::printf("\nprefill: the step is the time to first token of %lld sequences; decode: the step is the per-token "
               "latency at the mean context\n",
               (long long)r.prefill.sequences);
-  std::printf("expert pairs a layer on the busiest device: prefill %.1f (mean %.1f), decode %.1f (mean %.1f)\n",
+  std::printf("expert pairs a layer on the busiest device (%s): prefill %.1f (mean %.1f), decode %.1f (mean %.1f)\n",
+              a.trace.empty() ? "uniform routing" : ("replayed from " + a.trace).c_str(),
               r.prefill.max_expert_pairs, r.prefill.mean_expert_pairs, r.decode.max_expert_pairs,
               r.decode.mean_expert_pairs);
   std::printf("memory a device: weights %.2f + KV cache %.2f + activations %.2f + reserved %.2f = %.2f of %.2f GiB%s\n",
@@ -137,11 +172,14 @@ void add_sim_command(CLI::App& app) {
   cmd->add_option("--type,--dtype", a->weights, "weights: f32, bf16, int8 (W8A8) or int4 (W4A8)")->capture_default_str();
   cmd->add_option("--kv-dtype", a->kv, "KV cache: bf16 or int8")->capture_default_str();
   cmd->add_option("--routing", a->routing, "override the config's routing mode: grouped, topk, group_limited");
+  cmd->add_option("--trace", a->trace, "replay the expert load of a routing trace (moge generate --trace FILE)");
   cmd->add_option("--seed", a->seed, "seed of the top-k load Monte Carlo")->capture_default_str();
   cmd->add_flag("--overlap", a->overlap, "hide each layer's collectives behind its expert compute (as the paper does)");
   cmd->add_flag("--allow-no-fit", a->allow_no_fit, "report a model that does not fit instead of failing");
   cmd->add_flag("--json", a->json, "print JSON instead of a table");
   cmd->callback([a] { run_predict(*a); });
+
+  add_sim_sweep_command(*sim);
 }
 
 }  // namespace moge::cli
