@@ -8,20 +8,7 @@ check=$1 what=$2 np=$3
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-# Open MPI in a container, possibly as root, without a network: local shared memory only; ranks
-# waiting in a collective yield the core (this machine may have fewer free cores than ranks).
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_hwloc_base_binding_policy=none
-export OMPI_MCA_mpi_yield_when_idle=1
-# Under ASan: Open MPI's own allocations are suppressed (tests/lsan.supp), and their stacks need
-# the slow unwinder to reach the libraries it names (see tests/cli/train_mpi_test.sh).
-src=$(cd "$(dirname "$0")/../.." && pwd)
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-case "${LSAN_OPTIONS:-}" in
-  *suppressions=*) ;;
-  *) export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$src/tests/lsan.supp" ;;
-esac
+source "$(dirname "$0")/mpi_env.sh"
 mpirun=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$np")
 
 case "$what" in

@@ -11,14 +11,7 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_hwloc_base_binding_policy=none OMPI_MCA_mpi_yield_when_idle=1
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-case "${LSAN_OPTIONS:-}" in
-  *suppressions=*) ;;
-  *) export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$src/tests/lsan.supp" ;;
-esac
+source "$(dirname "$0")/mpi_env.sh"
 mpirun=(timeout 120 mpirun --allow-run-as-root --oversubscribe --bind-to none)
 tokens="5 812 33 1999 7 250 4001 64 3 77 1024 9 500"
 

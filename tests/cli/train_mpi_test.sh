@@ -11,23 +11,8 @@ moge=$1
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-# Open MPI in a container, possibly as root, without a network: local shared memory only.
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMPI_MCA_hwloc_base_binding_policy=none
-# Ranks waiting in a collective yield the core instead of spinning: this machine may have fewer
-# free cores than ranks (0.5 s a step spinning, 0.016 s yielding, on 2 busy cores).
-export OMPI_MCA_mpi_yield_when_idle=1
+source "$(dirname "$0")/mpi_env.sh"
 mpirun=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np 2)
-# Under ASan: Open MPI's runtime allocations are suppressed by tests/lsan.supp (make test-asan
-# passes it; a plain ctest gets it here), and their stacks need the slow unwinder to reach the
-# libraries it names. Both are ignored by a build without sanitizers.
-src=$(cd "$(dirname "$0")/../.." && pwd)
-export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
-case "${LSAN_OPTIONS:-}" in
-  *suppressions=*) ;;
-  *) export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$src/tests/lsan.supp" ;;
-esac
 
 for i in $(seq 1 60); do
   echo "Address $i. Fellow citizens of the Senate and House of Representatives, the state of the union is strong."
