@@ -40,6 +40,16 @@ void combine(int64_t tokens, int k, int d, const float* weight, const float* row
   }
 }
 
+// Per device: `per_token` times the tokens of its slice (token_slice).
+std::vector<int64_t> slice_counts(int64_t tokens, int devices, int64_t per_token) {
+  std::vector<int64_t> counts;
+  for (int p = 0; p < devices; ++p) {
+    auto [a, b] = token_slice(tokens, p, devices);
+    counts.push_back((b - a) * per_token);
+  }
+  return counts;
+}
+
 std::vector<int64_t> scaled(const std::vector<int64_t>& counts, int64_t by) {
   std::vector<int64_t> out(counts);
   for (int64_t& c : out) c *= by;
@@ -68,6 +78,7 @@ std::pair<int64_t, int64_t> token_slice(int64_t tokens, int device, int devices)
 
 ExpertParallelMoe::ExpertParallelMoe(Comm& comm, const Placement& placement, int num_layers, DispatchScheme scheme)
     : comm_(comm), placement_(placement), scheme_(scheme), load_(size_t(num_layers)) {
+  for (int e = 0; e < placement.num_experts(); ++e) device_of_.push_back(placement.owner(e));
   check(comm.size() == placement.devices(), "expert parallelism: " + std::to_string(comm.size()) +
                                                 " ranks for a placement on " + std::to_string(placement.devices()) +
                                                 " devices");
@@ -86,8 +97,6 @@ void ExpertParallelMoe::run(int layer, const moe::MoeLayer& moe, const float* x,
   if (scheme_ == DispatchScheme::all_gather) run_all_gather(load, moe, x, tokens, y, cache);
   else run_all_to_all(load, moe, x, tokens, y, cache);
   // cache.routing now holds every token's experts, the same on every device.
-  if (device_of_.empty())
-    for (int e = 0; e < placement_.num_experts(); ++e) device_of_.push_back(placement_.owner(e));
   const moe::BalanceMetrics m = moe::measure_balance(cache.routing.expert.data(), tokens, cache.routing.top_k,
                                                      placement_.num_experts(), device_of_, placement_.devices());
   load.is_sum += m.imbalance_score;
@@ -114,10 +123,14 @@ std::vector<std::vector<LayerLoad>> gather_loads(Comm& comm, const std::vector<L
   return out;
 }
 
-void ExpertParallelMoe::run_experts_timed(LayerLoad& load, const moe::MoeLayer& moe, const float* xs, float* ye,
-                                          moe::MoeCache& cache, int begin, int end) {
+void ExpertParallelMoe::run_own_experts(LayerLoad& load, const moe::MoeLayer& moe, const float* xs, float* ye,
+                                        moe::MoeCache& cache) {
+  const ExpertRange own = placement_.experts(comm_.rank());
+  const moe::Dispatch& dp = cache.dispatch;
+  load.pairs += dp.offsets[size_t(own.end)] - dp.offsets[size_t(own.begin)];
+  for (int e = own.begin; e < own.end; ++e) load.experts_touched += dp.expert_rows(e) > 0 ? 1 : 0;
   const double cpu0 = thread_cpu_seconds();
-  moe.run_experts(xs, ye, cache, begin, end);
+  moe.run_experts(xs, ye, cache, own.begin, own.end);
   const double mine = thread_cpu_seconds() - cpu0;
   load.expert_cpu_s += mine;
   std::vector<double> all(static_cast<size_t>(comm_.size()));
@@ -130,17 +143,12 @@ void ExpertParallelMoe::run_experts_timed(LayerLoad& load, const moe::MoeLayer& 
   load.expert_balanced_s += sum / double(all.size());
 }
 
-void ExpertParallelMoe::gather_slices(float* y, int64_t tokens, int d, LayerLoad& load) {
-  const int devices = comm_.size();
-  std::vector<int64_t> counts(static_cast<size_t>(devices));
-  for (int p = 0; p < devices; ++p) {
-    auto [a, b] = token_slice(tokens, p, devices);
-    counts[size_t(p)] = (b - a) * d;
-  }
-  const auto [s0, s1] = token_slice(tokens, comm_.rank(), devices);
-  std::vector<float> mine(y + s0 * d, y + s1 * d);  // send and receive must not overlap
+void ExpertParallelMoe::gather_slices(float* y, const std::vector<int64_t>& counts, LayerLoad& load) {
+  const std::vector<int64_t> displs = packed_displacements(counts);
+  const size_t me = size_t(comm_.rank());
+  std::vector<float> mine(y + displs[me], y + displs[me] + counts[me]);  // send and receive must not overlap
   const auto t = Clock::now();
-  comm_.all_gather_v(mine.data(), y, counts, packed_displacements(counts));
+  comm_.all_gather_v(mine.data(), y, counts, displs);
   load.comm_s += seconds_since(t);
 }
 
@@ -160,9 +168,7 @@ void ExpertParallelMoe::run_all_gather(LayerLoad& load, const moe::MoeLayer& moe
   rows_out_.resize(rows_in_.size());
   for (int64_t r = r0; r < r1; ++r)
     std::memcpy(rows_in_.data() + (r - r0) * d, x + int64_t(dp.token[size_t(r)]) * d, d * sizeof(float));
-  run_experts_timed(load, moe, rows_in_.data(), rows_out_.data(), cache, own.begin, own.end);
-  load.pairs += r1 - r0;
-  for (int e = own.begin; e < own.end; ++e) load.experts_touched += dp.expert_rows(e) > 0 ? 1 : 0;
+  run_own_experts(load, moe, rows_in_.data(), rows_out_.data(), cache);
 
   // Partial outputs of all tokens: the shared expert on this device's slice, plus its experts'.
   partial_.assign(size_t(tokens * d), 0.0f);
@@ -179,15 +185,11 @@ void ExpertParallelMoe::run_all_gather(LayerLoad& load, const moe::MoeLayer& moe
   auto t = Clock::now();
   comm_.barrier();
   load.wait_s += seconds_since(t);
-  std::vector<int64_t> counts(static_cast<size_t>(devices));
-  for (int p = 0; p < devices; ++p) {
-    auto [a, b] = token_slice(tokens, p, devices);
-    counts[size_t(p)] = (b - a) * d;
-  }
+  const std::vector<int64_t> counts = slice_counts(tokens, devices, d);
   t = Clock::now();
   comm_.reduce_scatter_sum_v(partial_.data(), y + s0 * d, counts);
   load.comm_s += seconds_since(t);
-  gather_slices(y, tokens, d, load);
+  gather_slices(y, counts, load);
 }
 
 void ExpertParallelMoe::run_all_to_all(LayerLoad& load, const moe::MoeLayer& moe, const float* x, int64_t tokens,
@@ -256,12 +258,10 @@ void ExpertParallelMoe::run_all_to_all(LayerLoad& load, const moe::MoeLayer& moe
         "expert parallelism: device " + std::to_string(me) + " received rows for experts it does not hold");
   std::vector<float> sorted_in(size_t(received * d)), sorted_out(size_t(received * d));
   moe::gather_rows(dp, recv_in_.data(), d, sorted_in.data());
-  run_experts_timed(load, moe, sorted_in.data(), sorted_out.data(), cache, own.begin, own.end);
+  run_own_experts(load, moe, sorted_in.data(), sorted_out.data(), cache);
   recv_out_.resize(size_t(received * d));
   for (int64_t r = 0; r < received; ++r)
     std::memcpy(recv_out_.data() + r * d, sorted_out.data() + int64_t(dp.row_of[size_t(r)]) * d, d * sizeof(float));
-  load.pairs += received;
-  for (int e = own.begin; e < own.end; ++e) load.experts_touched += dp.expert_rows(e) > 0 ? 1 : 0;
   load.compute_s += seconds_since(start);
 
   // Results back to where the tokens live.
@@ -282,12 +282,8 @@ void ExpertParallelMoe::run_all_to_all(LayerLoad& load, const moe::MoeLayer& moe
   load.compute_s += seconds_since(start);
 
   // Every device's slice everywhere (attention is replicated), and the whole routing for traces.
-  gather_slices(y, tokens, d, load);
-  std::vector<int64_t> entry_counts(static_cast<size_t>(devices));
-  for (int p = 0; p < devices; ++p) {
-    auto [a, b] = token_slice(tokens, p, devices);
-    entry_counts[size_t(p)] = (b - a) * k;
-  }
+  gather_slices(y, slice_counts(tokens, devices, d), load);
+  const std::vector<int64_t> entry_counts = slice_counts(tokens, devices, k);
   cache.routing.tokens = tokens;
   cache.routing.top_k = k;
   cache.routing.expert.resize(size_t(tokens * k));

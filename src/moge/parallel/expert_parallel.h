@@ -73,11 +73,12 @@ class ExpertParallelMoe : public model::MoeRunner {
                       moe::MoeCache& cache);
   void run_all_to_all(LayerLoad& load, const moe::MoeLayer& moe, const float* x, int64_t tokens, float* y,
                       moe::MoeCache& cache);
-  // Runs the routed experts [begin, end) (MoeLayer::run_experts), timing them in thread CPU time.
-  void run_experts_timed(LayerLoad& load, const moe::MoeLayer& moe, const float* xs, float* ye,
-                         moe::MoeCache& cache, int begin, int end);
-  // y (all tokens) from each device's finished slice (rows [t0, t1) of `y`, already in place).
-  void gather_slices(float* y, int64_t tokens, int d, LayerLoad& load);
+  // Runs this device's experts over their rows of cache.dispatch (MoeLayer::run_experts),
+  // counting their pairs and experts touched and timing them in thread CPU time.
+  void run_own_experts(LayerLoad& load, const moe::MoeLayer& moe, const float* xs, float* ye, moe::MoeCache& cache);
+  // y (all tokens) from each device's finished slice (counts[p] floats a device, packed in device
+  // order; this device's already in place).
+  void gather_slices(float* y, const std::vector<int64_t>& counts, LayerLoad& load);
 
   Comm& comm_;
   const Placement& placement_;
