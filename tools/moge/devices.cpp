@@ -103,7 +103,8 @@ void print_device_loads(const std::vector<std::vector<parallel::LayerLoad>>& loa
     double touched = 0, compute_max = 0, wait = 0, comm = 0;
     for (size_t d = 0; d < devices; ++d) {
       const parallel::LayerLoad& l = loads[d][i];
-      pairs += (d ? " " : "") + std::to_string(l.pairs);
+      if (d > 0) pairs += ' ';
+      pairs += std::to_string(l.pairs);
       touched += l.calls ? double(l.experts_touched) / double(l.calls) : 0;
       compute_max = std::max(compute_max, l.compute_s);
       wait += l.wait_s;
