@@ -11,32 +11,31 @@ namespace {
 // uses it (the arithmetic loops vectorize on their own; exp is the one call that would not).
 constexpr int64_t kChunk = 1024;
 
-// e[i] = exp(−g[i]) for the chunk starting at i0; returns the chunk's length.
-int64_t exp_neg(const float* g, int64_t i0, int64_t n, float* e) {
-  const int64_t len = std::min(kChunk, n - i0);
-  vmath::exp_affine(g + i0, -1.0f, 0.0f, e, len);
-  return len;
+// Calls fn(i0, len, e) for the chunks [i0, i0 + len) of [0, n), in parallel when n is large,
+// with e[k] = exp(−g[i0 + k]).
+template <class Fn>
+void for_each_chunk(const float* g, int64_t n, Fn&& fn) {
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (n > 16384)
+  for (int64_t c = 0; c < chunks; ++c) {
+    float e[kChunk];
+    const int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);
+    vmath::exp_affine(g + i0, -1.0f, 0.0f, e, len);
+    fn(i0, len, e);
+  }
 }
 
 }  // namespace
 
 void swiglu_forward(const float* g, const float* u, float* h, int64_t n) {
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n > 16384)
-  for (int64_t c = 0; c < chunks; ++c) {
-    float e[kChunk];
-    const int64_t i0 = c * kChunk, len = exp_neg(g, i0, n, e);
+  for_each_chunk(g, n, [&](int64_t i0, int64_t len, const float* e) {
 #pragma omp simd
     for (int64_t i = 0; i < len; ++i) h[i0 + i] = g[i0 + i] / (1.0f + e[i]) * u[i0 + i];
-  }
+  });
 }
 
 void swiglu_backward(const float* g, const float* u, const float* dh, float* dg, float* du, int64_t n) {
-  const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n > 16384)
-  for (int64_t c = 0; c < chunks; ++c) {
-    float e[kChunk];
-    const int64_t i0 = c * kChunk, len = exp_neg(g, i0, n, e);
+  for_each_chunk(g, n, [&](int64_t i0, int64_t len, const float* e) {
     // simd: callers pass dg = g and du = u (every lane reads its g, u before writing them), which
     // would otherwise send GCC's run-time overlap check to the scalar loop.
 #pragma omp simd
@@ -47,7 +46,7 @@ void swiglu_backward(const float* g, const float* u, const float* dh, float* dg,
       dg[i] = dh[i] * u[i] * s * (1.0f + g[i] * (1.0f - s));
       du[i] = dh[i] * silu;
     }
-  }
+  });
 }
 
 }  // namespace moge::kernels
