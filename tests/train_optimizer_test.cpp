@@ -185,6 +185,43 @@ TEST(AdamW, ResumeFromSavedStateIsBitwiseIdentical) {
   EXPECT_EQ(ta[1].name, "w.exp_avg_sq");
 }
 
+// Expert parallelism: optimizers that each update a shard of a parameter compute what one
+// optimizer over the whole parameter computes, and a shard restores its part of a whole state.
+TEST(AdamW, ShardsUpdateAndRestoreTheirPartOfAParameter) {
+  TempDir dir("shards");
+  const AdamWConfig config{.lr = 0.01};
+  Model whole, sharded = whole;
+  AdamW opt_whole(config), opt_lo(config), opt_hi(config);
+  whole.attach(opt_whole);
+  opt_lo.add_shard("w", sharded.w.data(), sharded.w_grad.data(), 400, true, 0, 1000);
+  opt_hi.add_shard("w", sharded.w.data() + 400, sharded.w_grad.data() + 400, 600, true, 400, 1000);
+  for (int s = 0; s < 3; ++s) {
+    whole.set_grads(s);
+    sharded.set_grads(s);
+    opt_whole.step(0.01);
+    opt_lo.step(0.01);
+    opt_hi.step(0.01);
+  }
+  EXPECT_EQ(std::memcmp(whole.w.data(), sharded.w.data(), whole.w.size() * sizeof(float)), 0);
+  ASSERT_EQ(opt_hi.state_tensors()[0].shape, Shape{600});
+
+  // A shard restored from the whole optimizer's file holds that part of its moments.
+  const std::string path = (dir.path / "optimizer.safetensors").string();
+  model::write_safetensors(path, opt_whole.state_tensors());
+  AdamW restored(config);
+  Model other;
+  restored.add_shard("w", other.w.data() + 400, other.w_grad.data() + 400, 600, true, 400, 1000);
+  restored.add("norm", other.norm.data(), other.norm_grad.data(), int64_t(other.norm.size()), false);
+  restored.load_state(model::SafetensorsFile(path), 3);
+  for (size_t k = 0; k < 2; ++k) {
+    const float* want = static_cast<const float*>(opt_whole.state_tensors()[k].data) + 400;
+    EXPECT_EQ(std::memcmp(restored.state_tensors()[k].data, want, 600 * sizeof(float)), 0) << k;
+  }
+  // A shard outside its parameter is an error naming it.
+  expect_error_naming([&] { restored.add_shard("v", other.w.data(), other.w_grad.data(), 10, true, 995, 1000); },
+                      "v: shard [995, 1005)");
+}
+
 TEST(AdamW, LoadStateChecksNamesAndSizes) {
   TempDir dir("load");
   Model a;

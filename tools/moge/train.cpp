@@ -2,6 +2,8 @@
 // `moge data`; checkpoints in the Hugging Face layout that `moge generate` loads.
 // With --mpi (under mpirun): data-parallel, each rank runs its share of the step's micro-batches
 // and the gradients are summed over the ranks; rank 0 prints, logs and writes the checkpoints.
+// With --devices D (in-process devices) or --devices mpi: the same, and expert-parallel too:
+// each device computes and updates only its own routed experts (train/expert_parallel.h).
 #include <omp.h>
 
 #include <cstdio>
@@ -9,6 +11,7 @@
 #include <string>
 
 #include "commands.h"
+#include "devices.h"
 #include "moge/core/error.h"
 #include "moge/parallel/mpi_comm.h"
 #include "moge/train/trainer.h"
@@ -19,13 +22,18 @@ namespace {
 
 // The trainer's communicator interface over a parallel::Comm (train and parallel do not know
 // each other).
-class GradientCommOver : public train::GradientComm {
+class CollectivesOver : public train::Collectives {
  public:
-  explicit GradientCommOver(parallel::Comm& comm) : comm_(comm) {}
+  explicit CollectivesOver(parallel::Comm& comm) : comm_(comm) {}
   int rank() const override { return comm_.rank(); }
   int size() const override { return comm_.size(); }
   void allreduce_sum(float* data, int64_t n) override { comm_.all_reduce_sum(data, n); }
   void allreduce_sum(double* data, int64_t n) override { comm_.all_reduce_sum(data, n); }
+  void all_gather(const float* send, int64_t n, float* recv) override { comm_.all_gather(send, n, recv); }
+  void all_gather(const int32_t* send, int64_t n, int32_t* recv) override { comm_.all_gather(send, n, recv); }
+  void reduce_scatter_sum(const float* send, float* recv, int64_t n) override {
+    comm_.reduce_scatter_sum(send, recv, n);
+  }
 
  private:
   parallel::Comm& comm_;
@@ -44,7 +52,7 @@ void run_mpi(train::RunOptions run) {
   try {
     parallel::MpiComm mpi;
     rank = mpi.rank(), size = mpi.size();
-    GradientCommOver comm(mpi);
+    CollectivesOver comm(mpi);
     run.comm = &comm;
     if (rank != 0) run.quiet = true;
     const train::RunResult r = train::run_training(run);
@@ -67,6 +75,7 @@ void add_train_command(CLI::App& app) {
     train::RunOptions run;
     int threads = 0;
     bool mpi = false;
+    std::string devices;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("train", "train a model (AdamW, warmup + cosine, checkpoints, resume)");
@@ -83,9 +92,27 @@ void add_train_command(CLI::App& app) {
   cmd->add_flag("--mpi", a->mpi,
                 "data-parallel over the ranks of mpirun: train.grad_accum (a multiple of the ranks) is split "
                 "among them, gradients are summed; rank 0 logs and writes checkpoints");
+  cmd->add_option("--devices", a->devices,
+                  "expert-parallel (and data-parallel) over D in-process devices, or 'mpi' (one device a rank, "
+                  "under mpirun): each device computes and updates only its own routed experts");
   cmd->callback([a] {
     if (a->threads > 0) omp_set_num_threads(a->threads);
+    const DevicesSpec devices = parse_devices(a->devices);
+    check(!(a->mpi && devices.kind != DevicesSpec::Kind::single), "--mpi and --devices: choose one");
     if (a->mpi) return run_mpi(a->run);
+    if (devices.kind != DevicesSpec::Kind::single) {
+      run_on(devices, a->threads, [&](parallel::Comm* comm, int device) {
+        CollectivesOver collectives(*comm);
+        train::RunOptions run = a->run;
+        run.comm = &collectives;
+        run.expert_parallel = true;
+        run.quiet = run.quiet || device != 0;
+        const train::RunResult r = train::run_training(run);
+        comm->barrier();  // device 0 may still be writing the last checkpoint
+        if (device == 0) print_result(run.out_dir, r);
+      });
+      return;
+    }
     print_result(a->run.out_dir, train::run_training(a->run));
   });
 }

@@ -1,5 +1,6 @@
 #include "moge/moe/dispatch.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace moge::moe {
@@ -23,30 +24,36 @@ Dispatch make_dispatch(const Routing& routing, int num_experts) {
   return d;
 }
 
-void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows) {
+void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows, RowRange range) {
+  const int64_t begin = std::max<int64_t>(range.begin, 0), end = std::min(range.end, dispatch.rows());
 #pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < dispatch.rows(); ++r) std::memcpy(rows + r * d, x + int64_t(dispatch.token[r]) * d, d * sizeof(float));
+  for (int64_t r = begin; r < end; ++r)
+    std::memcpy(rows + (r - begin) * d, x + int64_t(dispatch.token[r]) * d, d * sizeof(float));
 }
 
-void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x) {
+void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x, RowRange range) {
   const int k = dispatch.top_k;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < dispatch.tokens; ++t) {
     float* xt = x + t * d;
     for (int i = 0; i < k; ++i) {
-      const float* src = rows + int64_t(dispatch.row_of[t * k + i]) * d;
+      const int64_t r = dispatch.row_of[t * k + i];
+      if (!range.contains(r)) continue;
+      const float* src = rows + (r - range.begin) * d;
       for (int j = 0; j < d; ++j) xt[j] += src[j];
     }
   }
 }
 
-void combine_rows(const Dispatch& dispatch, const float* rows, const float* weight, int d, float* y) {
+void combine_rows(const Dispatch& dispatch, const float* rows, const float* weight, int d, float* y, RowRange range) {
   const int k = dispatch.top_k;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < dispatch.tokens; ++t) {
     float* yt = y + t * d;
     for (int i = 0; i < k; ++i) {
-      const float* src = rows + int64_t(dispatch.row_of[t * k + i]) * d;
+      const int64_t r = dispatch.row_of[t * k + i];
+      if (!range.contains(r)) continue;
+      const float* src = rows + (r - range.begin) * d;
       const float w = weight[t * k + i];
       for (int j = 0; j < d; ++j) yt[j] += w * src[j];
     }
@@ -54,15 +61,19 @@ void combine_rows(const Dispatch& dispatch, const float* rows, const float* weig
 }
 
 void combine_rows_backward(const Dispatch& dispatch, const float* rows, const float* weight, const float* dy, int d,
-                           float* d_rows, float* d_weight) {
+                           float* d_rows, float* d_weight, RowRange range) {
   const int k = dispatch.top_k;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < dispatch.tokens; ++t) {
     const float* dyt = dy + t * d;
     for (int i = 0; i < k; ++i) {
       const int64_t r = dispatch.row_of[t * k + i];
-      const float* src = rows + r * d;
-      float* dst = d_rows + r * d;
+      if (!range.contains(r)) {
+        d_weight[t * k + i] = 0.0f;
+        continue;
+      }
+      const float* src = rows + (r - range.begin) * d;
+      float* dst = d_rows + (r - range.begin) * d;
       const float w = weight[t * k + i];
       float dot = 0.0f;
       for (int j = 0; j < d; ++j) {

@@ -22,14 +22,24 @@ struct Dispatch {
 
 Dispatch make_dispatch(const Routing& routing, int num_experts);
 
+// A block of a dispatch's rows, [begin, end): the experts one device holds (expert parallelism).
+// The functions below take one; their row buffers then hold only those rows (row r at r - begin)
+// and the routing entries served by other rows are skipped. The default is every row.
+struct RowRange {
+  int64_t begin = 0, end = INT64_MAX;
+  bool contains(int64_t row) const { return row >= begin && row < end; }
+};
+
 // rows[r, :] = x[token[r], :]
-void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows);
+void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows, RowRange range = {});
 // x[t, :] += sum over t's entries of rows[row_of[t*K + i], :]  (backward of gather)
-void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x);
-// y[t, :] += sum_i weight[t*K + i] * rows[row_of[t*K + i], :]
-void combine_rows(const Dispatch& dispatch, const float* rows, const float* weight, int d, float* y);
-// Backward of combine_rows: d_rows[r] = weight * dy[token]; d_weight[t*K + i] = <dy[t], rows[r]>.
+void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x, RowRange range = {});
+// y[t, :] += sum_i weight[t*K + i] * rows[row_of[t*K + i], :], in entry order
+void combine_rows(const Dispatch& dispatch, const float* rows, const float* weight, int d, float* y,
+                  RowRange range = {});
+// Backward of combine_rows: d_rows[r] = weight * dy[token]; d_weight[t*K + i] = <dy[t], rows[r]>
+// (0 for entries outside the range).
 void combine_rows_backward(const Dispatch& dispatch, const float* rows, const float* weight, const float* dy, int d,
-                           float* d_rows, float* d_weight);
+                           float* d_rows, float* d_weight, RowRange range = {});
 
 }  // namespace moge::moe

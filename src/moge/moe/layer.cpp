@@ -214,40 +214,56 @@ float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) c
   return c.aux_loss;
 }
 
+void MoeLayer::backward_shared(const float* x, int64_t tokens, MoeCache& c, const float* dy, float* dx,
+                               MoeWeights& grads) const {
+  moge::check(has_masters_, "backward needs master weights (this layer was built for inference)");
+  const int d = cfg_.d_model, s = cfg_.shared_ff;
+  if (s == 0) {
+    std::fill(dx, dx + tokens * d, 0.0f);
+    return;
+  }
+  mlp_backward(tokens, d, s, x, shared_, {c.sg.data(), c.su.data(), c.sh.data()}, dy, dx, grads.shared_gate.f32(),
+               grads.shared_up.f32(), grads.shared_down.f32());
+}
+
+void MoeLayer::backward_experts(const float* xs, const float* d_ye, float* d_xs, MoeCache& c, int e_begin, int e_end,
+                                MoeWeights& grads) const {
+  moge::check(has_masters_, "backward needs master weights (this layer was built for inference)");
+  const int d = cfg_.d_model, f = cfg_.expert_ff;
+  const int64_t base = c.dispatch.offsets[e_begin];
+  for (int e = e_begin; e < e_end; ++e) {
+    const int64_t r0 = c.dispatch.offsets[e] - base, count = c.dispatch.expert_rows(e);
+    if (count == 0) continue;
+    mlp_backward(count, d, f, xs + r0 * d, experts_[e], {c.g.data() + r0 * f, c.u.data() + r0 * f, c.h.data() + r0 * f},
+                 d_ye + r0 * d, d_xs + r0 * d, grads.experts_gate.f32() + e * f * d,
+                 grads.experts_up.f32() + e * f * d, grads.experts_down.f32() + e * d * f);
+  }
+}
+
+void MoeLayer::backward_router(const float* x, const Routing& routing, const float* d_weight, float aux_grad,
+                               float* dx, MoeWeights& grads, MoeCache& c) const {
+  // weights -> p (plus the aux loss) -> logits -> gate and x.
+  const int n = cfg_.router.num_experts;
+  float* d_probs = sized(c.d_probs, routing.tokens * n);
+  std::fill(d_probs, d_probs + routing.tokens * n, 0.0f);
+  router_weights_backward(cfg_.router, routing, router_scale_, d_weight, d_probs, grads.router_scale.f32());
+  if (cfg_.aux_alpha > 0) aux_loss_backward(routing, n, cfg_.aux_alpha, aux_grad, d_probs);
+  router_logits_backward(cfg_.router, routing, x, cfg_.d_model, gate_, d_probs, grads.gate.f32(), dx);
+}
+
 void MoeLayer::backward(const float* x, MoeCache& c, const float* dy, float aux_grad, float* dx,
                         MoeWeights& grads) const {
-  const int d = cfg_.d_model, f = cfg_.expert_ff, s = cfg_.shared_ff, n = cfg_.router.num_experts;
+  const int d = cfg_.d_model;
   const int64_t tokens = c.routing.tokens, rows = c.dispatch.rows();
-  moge::check(has_masters_, "backward needs master weights (this layer was built for inference)");
-
-  if (s > 0) {
-    mlp_backward(tokens, d, s, x, shared_, {c.sg.data(), c.su.data(), c.sh.data()}, dy, dx,
-                 grads.shared_gate.f32(), grads.shared_up.f32(), grads.shared_down.f32());
-  } else {
-    std::fill(dx, dx + tokens * d, 0.0f);
-  }
-
+  backward_shared(x, tokens, c, dy, dx, grads);
   // Through the weighted sum: d expert outputs and d routing weights.
   float* d_ye = sized(c.d_ye, rows * d);
   float* d_xs = sized(c.d_xs, rows * d);
   float* d_weight = sized(c.d_weight, tokens * c.routing.top_k);
   combine_rows_backward(c.dispatch, c.ye.data(), c.routing.weight.data(), dy, d, d_ye, d_weight);
-  for (int e = 0; e < n; ++e) {
-    const int64_t r0 = c.dispatch.offsets[e];
-    mlp_backward(c.dispatch.expert_rows(e), d, f, c.xs.data() + r0 * d, experts_[e],
-                 {c.g.data() + r0 * f, c.u.data() + r0 * f, c.h.data() + r0 * f}, d_ye + r0 * d,
-                 d_xs + r0 * d, grads.experts_gate.f32() + e * f * d, grads.experts_up.f32() + e * f * d,
-                 grads.experts_down.f32() + e * d * f);
-  }
+  backward_experts(c.xs.data(), d_ye, d_xs, c, 0, cfg_.router.num_experts, grads);
   scatter_add_rows(c.dispatch, d_xs, d, dx);
-
-  // Through the router: weights -> p (plus the aux loss) -> logits -> gate and x.
-  float* d_probs = sized(c.d_probs, tokens * n);
-  std::fill(d_probs, d_probs + tokens * n, 0.0f);
-  router_weights_backward(cfg_.router, c.routing, router_scale_, d_weight, d_probs,
-                          grads.router_scale.f32());
-  if (cfg_.aux_alpha > 0) aux_loss_backward(c.routing, n, cfg_.aux_alpha, aux_grad, d_probs);
-  router_logits_backward(cfg_.router, c.routing, x, d, gate_, d_probs, grads.gate.f32(), dx);
+  backward_router(x, c.routing, d_weight, aux_grad, dx, grads, c);
 }
 
 }  // namespace moge::moe

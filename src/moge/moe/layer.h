@@ -99,6 +99,19 @@ class MoeLayer {
   void backward(const float* x, MoeCache& cache, const float* dy, float aux_grad, float* dx,
                 MoeWeights& grads) const;
 
+  // The pieces of backward(), in its order, for callers that place experts on several devices
+  // (train/expert_parallel.h): the shared expert of `tokens` rows (overwrites dx; zeros without
+  // one); the experts [e_begin, e_end) over their rows of c.dispatch, laid out as run_experts
+  // left them (xs, d_ye and d_xs hold those rows only; clobbers c.g and c.u); the router of
+  // `routing` (its tokens' rows of x; d_weight [T, K] the gradient of routing.weight), adding
+  // to dx.
+  void backward_shared(const float* x, int64_t tokens, MoeCache& c, const float* dy, float* dx,
+                       MoeWeights& grads) const;
+  void backward_experts(const float* xs, const float* d_ye, float* d_xs, MoeCache& c, int e_begin, int e_end,
+                        MoeWeights& grads) const;
+  void backward_router(const float* x, const Routing& routing, const float* d_weight, float aux_grad, float* dx,
+                       MoeWeights& grads, MoeCache& c) const;
+
  private:
   MoeLayer() = default;
   void bind_master_weights();  // points the compute refs at w_ or its bf16 copies

@@ -23,17 +23,15 @@ double thread_cpu_seconds() {
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
-// y[t] += w · rows[r] over the entries (t, i) for which pick(t·K + i) gives a row r >= 0, in
-// the entry order: the order MoeLayer::forward's combine_rows sums in.
+// y[t] += w · rows[pick(t·K + i)] over a token's entries in entry order: the order
+// MoeLayer::forward's combine_rows sums in.
 template <class Pick>
 void combine(int64_t tokens, int k, int d, const float* weight, const float* rows, Pick&& pick, float* y) {
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < tokens; ++t) {
     float* yt = y + t * d;
     for (int i = 0; i < k; ++i) {
-      const int64_t r = pick(t * k + i);
-      if (r < 0) continue;
-      const float* src = rows + r * d;
+      const float* src = rows + pick(t * k + i) * d;
       const float w = weight[t * k + i];
       for (int j = 0; j < d; ++j) yt[j] += w * src[j];
     }
@@ -155,7 +153,7 @@ void ExpertParallelMoe::gather_slices(float* y, const std::vector<int64_t>& coun
 void ExpertParallelMoe::run_all_gather(LayerLoad& load, const moe::MoeLayer& moe, const float* x, int64_t tokens,
                                        float* y, moe::MoeCache& cache) {
   const moe::MoeConfig& cfg = moe.config();
-  const int d = cfg.d_model, k = cfg.router.top_k, devices = comm_.size(), me = comm_.rank();
+  const int d = cfg.d_model, devices = comm_.size(), me = comm_.rank();
   const auto start = Clock::now();
   moe.route(x, tokens, cache.routing);
   cache.dispatch = moe::make_dispatch(cache.routing, cfg.router.num_experts);
@@ -166,20 +164,14 @@ void ExpertParallelMoe::run_all_gather(LayerLoad& load, const moe::MoeLayer& moe
   const int64_t r0 = dp.offsets[size_t(own.begin)], r1 = dp.offsets[size_t(own.end)];
   rows_in_.resize(size_t((r1 - r0) * d));
   rows_out_.resize(rows_in_.size());
-  for (int64_t r = r0; r < r1; ++r)
-    std::memcpy(rows_in_.data() + (r - r0) * d, x + int64_t(dp.token[size_t(r)]) * d, d * sizeof(float));
+  moe::gather_rows(dp, x, d, rows_in_.data(), {r0, r1});
   run_own_experts(load, moe, rows_in_.data(), rows_out_.data(), cache);
 
   // Partial outputs of all tokens: the shared expert on this device's slice, plus its experts'.
   partial_.assign(size_t(tokens * d), 0.0f);
   const auto [s0, s1] = token_slice(tokens, me, devices);
   moe.run_shared(x + s0 * d, s1 - s0, partial_.data() + s0 * d, cache);
-  combine(tokens, k, d, cache.routing.weight.data(), rows_out_.data(),
-          [&](int64_t entry) {
-            const int64_t r = dp.row_of[size_t(entry)];
-            return r >= r0 && r < r1 ? r - r0 : int64_t(-1);
-          },
-          partial_.data());
+  moe::combine_rows(dp, rows_out_.data(), cache.routing.weight.data(), d, partial_.data(), {r0, r1});
   load.compute_s += seconds_since(start);
 
   auto t = Clock::now();

@@ -27,9 +27,12 @@
 
 #include "moge/model/model.h"
 #include "moge/parallel/comm.h"
-#include "moge/parallel/placement.h"
+#include "moge/moe/placement.h"
 
 namespace moge::parallel {
+
+using moe::ExpertRange;
+using moe::Placement;
 
 enum class DispatchScheme { all_gather, all_to_all };
 DispatchScheme parse_dispatch_scheme(const std::string& name);  // "all_gather" | "all_to_all"

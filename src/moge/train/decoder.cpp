@@ -195,7 +195,8 @@ std::vector<Param> TrainableDecoder::parameters() {
     for (size_t j = 0; j < values.size(); ++j) {
       if (values[j].second->empty()) continue;  // no shared expert
       const std::string name = values[j].first;
-      ps.push_back({p + "mlp." + name, values[j].second, grads[j].second, name != "router_scale"});
+      ps.push_back({p + "mlp." + name, values[j].second, grads[j].second, name != "router_scale",
+                    name.rfind("experts_", 0) == 0});
     }
   }
   ps.push_back({"model.norm.weight", &final_norm_, &d_final_norm_, false});
@@ -251,7 +252,8 @@ LossParts TrainableDecoder::forward(const int32_t* inputs, const int32_t* target
     linear_forward(s.att.data(), rows, l.wo, l.bo, s.h.data());
     add_into(s.h.data(), s.x.data(), rows * d);
     kernels::rmsnorm_forward(s.h.data(), l.post_norm.f32(), s.n2.data(), rows, d, c.rms_norm_eps);
-    loss.aux += l.moe->forward(s.n2.data(), rows, x.data(), s.moe);
+    loss.aux += runner_ ? runner_->forward(int(i), *l.moe, s.n2.data(), rows, x.data(), s.moe)
+                        : l.moe->forward(s.n2.data(), rows, x.data(), s.moe);
     add_into(x.data(), s.h.data(), rows * d);
   }
   a.x_final = std::move(x);
@@ -294,7 +296,8 @@ void TrainableDecoder::backward(const int32_t* inputs, int batch, int seq, float
     Layer& l = *layers_[i];
     Activations::PerLayer& s = a.layers[i];
     // x_out = h + moe(n2): dx flows to h directly and through the MoE and the post norm.
-    l.moe->backward(s.n2.data(), s.moe, dx.data(), scale, dn.data(), l.d_moe);
+    if (runner_) runner_->backward(int(i), *l.moe, s.n2.data(), s.moe, dx.data(), scale, dn.data(), l.d_moe);
+    else l.moe->backward(s.n2.data(), s.moe, dx.data(), scale, dn.data(), l.d_moe);
     kernels::rmsnorm_backward(s.h.data(), l.post_norm.f32(), dn.data(), dh.data(), l.d_post_norm.f32(), rows, d,
                               c.rms_norm_eps);
     add_into(dh.data(), dx.data(), rows * d);

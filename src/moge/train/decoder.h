@@ -28,6 +28,19 @@ struct Param {
   Tensor* value;
   Tensor* grad;
   bool decay;
+  bool routed_experts = false;  // a layer's stacked routed-expert matrix [N, rows, cols]
+};
+
+// How the decoder runs its MoE blocks: in place (the default: moe::MoeLayer's forward and
+// backward), or with the routed experts placed on several devices (train/expert_parallel.h).
+// Same contract as MoeLayer::forward / backward; `layer` identifies the block.
+class MoeTrainRunner {
+ public:
+  virtual ~MoeTrainRunner() = default;
+  virtual float forward(int layer, const moe::MoeLayer& moe, const float* x, int64_t tokens, float* y,
+                        moe::MoeCache& cache) = 0;
+  virtual void backward(int layer, const moe::MoeLayer& moe, const float* x, moe::MoeCache& cache, const float* dy,
+                        float aux_grad, float* dx, moe::MoeWeights& grads) = 0;
 };
 
 struct LossParts {
@@ -57,6 +70,9 @@ class TrainableDecoder {
   int64_t parameter_count() const;
   void zero_grad();
 
+  // null: the MoE blocks run in place. The runner must outlive its use.
+  void set_moe_runner(MoeTrainRunner* runner) { runner_ = runner; }
+
   // inputs, targets: [batch, seq]; targets may hold kernels::kIgnoreTarget. Adds the gradients
   // of the loss above to the grads.
   LossParts forward_backward(const int32_t* inputs, const int32_t* targets, int batch, int seq, float scale = 1.0f);
@@ -80,6 +96,7 @@ class TrainableDecoder {
   Tensor d_embed_, d_final_norm_, d_lm_head_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<Activations> act_;
+  MoeTrainRunner* runner_ = nullptr;
 };
 
 }  // namespace moge::train

@@ -14,6 +14,11 @@ namespace {
 // Fixed, independent of the thread count: this is what makes the sum deterministic.
 constexpr int64_t kChunk = 8192;
 
+void check_max_norm(double max_norm) {
+  check(std::isfinite(max_norm) && max_norm > 0,
+        "clip_grad_norm: max_norm must be finite and > 0, got " + std::to_string(max_norm));
+}
+
 struct Chunk {
   const float* data;
   int64_t n;
@@ -21,7 +26,7 @@ struct Chunk {
 
 }  // namespace
 
-double grad_norm(std::span<const std::span<const float>> grads) {
+double sum_of_squares(std::span<const std::span<const float>> grads) {
   std::vector<Chunk> chunks;
   for (std::span<const float> g : grads)
     for (size_t begin = 0; begin < g.size(); begin += kChunk)
@@ -37,28 +42,38 @@ double grad_norm(std::span<const std::span<const float>> grads) {
   }
   double total = 0;
   for (double s : partial) total += s;  // in chunk order, whatever thread computed each
-  return std::sqrt(total);
+  return total;
 }
 
-double grad_norm(std::span<const std::span<float>> grads) {
+double sum_of_squares(std::span<const std::span<float>> grads) {
   std::vector<std::span<const float>> view(grads.begin(), grads.end());
-  return grad_norm(std::span<const std::span<const float>>(view));
+  return sum_of_squares(std::span<const std::span<const float>>(view));
 }
 
-double clip_grad_norm(std::span<const std::span<float>> grads, double max_norm) {
-  check(std::isfinite(max_norm) && max_norm > 0,
-        "clip_grad_norm: max_norm must be finite and > 0, got " + std::to_string(max_norm));
-  const double norm = grad_norm(grads);
-  if (!std::isfinite(norm)) return norm;
+double grad_norm(std::span<const std::span<const float>> grads) { return std::sqrt(sum_of_squares(grads)); }
+double grad_norm(std::span<const std::span<float>> grads) { return std::sqrt(sum_of_squares(grads)); }
+
+double clip_coefficient(double norm, double max_norm) {
+  check_max_norm(max_norm);
+  if (!std::isfinite(norm)) return 1.0;
   const double coef = max_norm / (norm + 1e-6);  // torch's epsilon, so near-threshold steps agree
-  if (coef >= 1) return norm;
-  const float scale = float(coef);
+  return coef < 1 ? coef : 1.0;
+}
+
+void scale_grads(std::span<const std::span<float>> grads, float factor) {
   for (std::span<float> g : grads) {
     float* p = g.data();
     const int64_t n = int64_t(g.size());
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) p[i] *= scale;
+    for (int64_t i = 0; i < n; ++i) p[i] *= factor;
   }
+}
+
+double clip_grad_norm(std::span<const std::span<float>> grads, double max_norm) {
+  check_max_norm(max_norm);  // before the work
+  const double norm = grad_norm(grads);
+  const double coef = clip_coefficient(norm, max_norm);
+  if (coef < 1) scale_grads(grads, float(coef));
   return norm;
 }
 

@@ -13,6 +13,14 @@ namespace moge::train {
 // sqrt(sum over all arrays of sum g²).
 double grad_norm(std::span<const std::span<const float>> grads);
 double grad_norm(std::span<const std::span<float>> grads);
+// sum over all arrays of sum g² (the pieces of a norm over gradients that several processes hold).
+double sum_of_squares(std::span<const std::span<const float>> grads);
+double sum_of_squares(std::span<const std::span<float>> grads);
+
+// The factor clip_grad_norm scales by for a given norm: max_norm / (norm + 1e-6), or 1 when that
+// is >= 1 or the norm is not finite.
+double clip_coefficient(double norm, double max_norm);
+void scale_grads(std::span<const std::span<float>> grads, float factor);
 
 // Scales the gradients in place as described above and returns the norm before clipping. A
 // non-finite norm (inf/NaN gradients) is returned with the gradients left as they are, so the

@@ -35,11 +35,20 @@ AdamW::AdamW(const AdamWConfig& config) : config_(config) {
 }
 
 void AdamW::add(std::string name, float* param, const float* grad, int64_t n, bool decay) {
+  add_shard(std::move(name), param, grad, n, decay, 0, n);
+}
+
+void AdamW::add_shard(std::string name, float* param, const float* grad, int64_t n, bool decay, int64_t offset,
+                      int64_t total) {
   check(!name.empty(), "AdamW: parameter name must not be empty");
   for (const Param& p : params_) check(p.name != name, "AdamW: parameter " + name + " added twice");
   check(param != nullptr && grad != nullptr, "AdamW: parameter " + name + ": null param or grad");
   check(n > 0, "AdamW: parameter " + name + ": n must be > 0, got " + std::to_string(n));
-  params_.push_back({std::move(name), param, grad, n, decay, std::vector<float>(n, 0.0f), std::vector<float>(n, 0.0f)});
+  check(offset >= 0 && offset + n <= total, "AdamW: parameter " + name + ": shard [" + std::to_string(offset) + ", " +
+                                                std::to_string(offset + n) + ") outside its " + std::to_string(total) +
+                                                " elements");
+  params_.push_back({std::move(name), param, grad, n, decay, offset, total, std::vector<float>(n, 0.0f),
+                     std::vector<float>(n, 0.0f)});
 }
 
 void AdamW::step(double lr) {
@@ -94,7 +103,7 @@ void AdamW::load_state(const model::SafetensorsFile& file, int64_t step_count) {
 
   // Pass 1: check every tensor, so that a bad file leaves the optimizer untouched.
   std::set<std::string> expected;
-  std::vector<std::pair<const model::TensorInfo*, std::vector<float>*>> copies;
+  std::vector<std::pair<std::pair<const model::TensorInfo*, int64_t>, std::vector<float>*>> copies;  // (tensor, offset)
   for (Param& p : params_) {
     for (auto [suffix, moment] : {std::pair{".exp_avg", &p.exp_avg}, std::pair{".exp_avg_sq", &p.exp_avg_sq}}) {
       const std::string name = p.name + suffix;
@@ -103,9 +112,9 @@ void AdamW::load_state(const model::SafetensorsFile& file, int64_t step_count) {
       const model::TensorInfo& t = file.get(name);
       check(t.dtype == model::StDType::F32,
             where + ": tensor " + name + ": expected F32, file has " + model::st_dtype_name(t.dtype));
-      check(t.shape == Shape{p.n},
-            where + ": tensor " + name + ": expected shape " + shape_str({p.n}) + ", file has " + shape_str(t.shape));
-      copies.push_back({&t, moment});
+      check(t.shape == Shape{p.total},
+            where + ": tensor " + name + ": expected shape " + shape_str({p.total}) + ", file has " + shape_str(t.shape));
+      copies.push_back({{&t, p.offset}, moment});
     }
   }
   for (const model::TensorInfo& t : file.tensors())
@@ -113,7 +122,11 @@ void AdamW::load_state(const model::SafetensorsFile& file, int64_t step_count) {
       throw Error(where + ": tensor " + t.name + " belongs to no parameter of this optimizer");
 
   // Pass 2: copy (the mapped data need not be 4-byte aligned, hence memcpy).
-  for (auto [t, moment] : copies) std::memcpy(moment->data(), t->data, t->bytes);
+  for (auto [source, moment] : copies) {
+    auto [t, offset] = source;
+    std::memcpy(moment->data(), t->data + size_t(offset) * sizeof(float),
+                moment->size() * sizeof(float));
+  }
   step_ = step_count;
 }
 

@@ -44,6 +44,12 @@ class AdamW {
   // weight decay (norm weights, biases, router_scale: the caller decides). Names must be unique and
   // non-empty; they name the state tensors. Moments start at zero.
   void add(std::string name, float* param, const float* grad, int64_t n, bool decay);
+  // The same for a shard: param[0, n) is elements [offset, offset + n) of a parameter of `total`
+  // elements that several optimizers (one a device, expert parallelism) update piecewise.
+  // state_tensors() still gives this shard's n elements; load_state() reads the shard out of
+  // the whole parameter's state (shape [total]).
+  void add_shard(std::string name, float* param, const float* grad, int64_t n, bool decay, int64_t offset,
+                 int64_t total);
 
   // One update of every registered parameter with learning rate lr (e.g. from an LrSchedule).
   // Throws moge::Error when lr is negative or not finite.
@@ -71,6 +77,7 @@ class AdamW {
     const float* grad;
     int64_t n;
     bool decay;
+    int64_t offset, total;  // the shard of the whole parameter (0, n when not sharded)
     std::vector<float> exp_avg, exp_avg_sq;
   };
   AdamWConfig config_;

@@ -16,6 +16,7 @@
 #include "moge/report/svg.h"
 #include "moge/train/data.h"
 #include "moge/train/decoder.h"
+#include "moge/train/expert_parallel.h"
 #include "moge/train/grad_clip.h"
 #include "moge/train/optimizer.h"
 #include "moge/train/schedule.h"
@@ -138,6 +139,7 @@ class Run {
     model_json_["torch_dtype"] = "float32";
     model_cfg_ = model::ModelConfig::from_json_text(model_json_.dump(), o.config_path + ": model");
     tc_ = TrainConfig::from_json(cfg.value("train", json::object()), o.config_path);
+    check(!o.expert_parallel || o.comm, "expert-parallel training needs a communicator");
     rank_ = o.comm ? o.comm->rank() : 0;
     ranks_ = o.comm ? o.comm->size() : 1;
     check(tc_.grad_accum % ranks_ == 0, o.config_path + ": train.grad_accum (" + std::to_string(tc_.grad_accum) +
@@ -160,9 +162,15 @@ class Run {
     const int local_micro = tc_.grad_accum / ranks_;
     const int64_t rows = int64_t(tc_.micro_batch) * tc_.seq_len;
     std::vector<int32_t> inputs(rows), targets(rows);
-    std::vector<float> packed;  // the gradients in one buffer for the all-reduce
-    std::vector<std::span<float>> grads;
-    for (const Param& p : params_) grads.emplace_back(p.grad->f32(), size_t(p.grad->numel()));
+    std::vector<float> packed;  // the replicated gradients in one buffer for the all-reduce
+    // Gradients every rank holds whole (summed over the ranks), and those of the own experts only.
+    std::vector<std::span<float>> replicated, sharded, grads;
+    for (const Param& p : params_) {
+      const Shard sh = shard(p);
+      (sh.sharded ? sharded : replicated).emplace_back(p.grad->f32() + sh.offset, size_t(sh.n));
+    }
+    grads = replicated;
+    grads.insert(grads.end(), sharded.begin(), sharded.end());
 
     const int64_t end = o_.stop_after >= 0 ? std::min(tc_.steps, o_.stop_after) : tc_.steps;
     Progress progress("train", tc_.steps, "steps");
@@ -190,15 +198,17 @@ class Run {
       if (o_.comm) {
         // One all-reduce for all gradients (a few large messages beat ~100 small ones).
         packed.clear();
-        for (const auto& g : grads) packed.insert(packed.end(), g.begin(), g.end());
+        for (const auto& g : replicated) packed.insert(packed.end(), g.begin(), g.end());
         o_.comm->allreduce_sum(packed.data(), int64_t(packed.size()));
         size_t at = 0;
-        for (auto& g : grads) std::copy_n(packed.begin() + at, g.size(), g.begin()), at += g.size();
+        for (auto& g : replicated) std::copy_n(packed.begin() + at, g.size(), g.begin()), at += g.size();
         o_.comm->allreduce_sum(sums.data(), int64_t(sums.size()));
       }
       for (size_t k = 0; k < 4; ++k) sums[k] /= tc_.grad_accum;
       for (size_t k = 4; k < sums.size(); ++k) expert_load_[k - 4] += sums[k];
-      const double norm = tc_.grad_clip > 0 ? clip_grad_norm(grads, tc_.grad_clip) : grad_norm(grads);
+      const double norm = global_grad_norm(replicated, sharded);
+      if (tc_.grad_clip > 0 && clip_coefficient(norm, tc_.grad_clip) < 1)
+        scale_grads(grads, float(clip_coefficient(norm, tc_.grad_clip)));
       const double lr = schedule.at(step);
       if (std::isfinite(norm)) optimizer_->step(lr);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -236,6 +246,7 @@ class Run {
       check(fs::exists(latest), o_.out_dir + ": nothing to resume (no 'latest' checkpoint)");
       const std::string dir = fs::canonical(latest).string();
       model_ = std::make_unique<TrainableDecoder>(TrainableDecoder::load(dir));
+      place_experts();
       const json state = read_json_file(dir + "/trainer_state.json");
       step_ = state.at("step").get<int64_t>();
       expert_load_ = state.at("expert_load").get<std::vector<double>>();
@@ -246,6 +257,7 @@ class Run {
     }
     model_ = std::make_unique<TrainableDecoder>(o_.init_from.empty() ? TrainableDecoder::random(model_cfg_, tc_.seed)
                                                                       : TrainableDecoder::load(o_.init_from));
+    place_experts();
     expert_load_.assign(size_t(model_cfg_.num_hidden_layers) * model_cfg_.num_experts, 0.0);
     make_optimizer();
     if (rank_ == 0) {
@@ -254,10 +266,53 @@ class Run {
     }
   }
 
+  // With expert parallelism: this rank's experts (moe::Placement: an error naming the numbers
+  // when the ranks cannot share the experts) and the runner that computes only them.
+  void place_experts() {
+    if (!o_.expert_parallel) return;
+    placement_ = std::make_unique<moe::Placement>(model_cfg_.moe_config().router, ranks_);
+    ep_ = std::make_unique<ExpertParallelTraining>(*o_.comm, *placement_, model_cfg_.num_hidden_layers);
+    model_->set_moe_runner(ep_.get());
+  }
+
+  // The part of a parameter this rank updates: all of it, or its own experts' rows of a stacked
+  // routed-expert matrix under expert parallelism.
+  struct Shard {
+    bool sharded;
+    int64_t offset, n;
+  };
+  Shard shard(const Param& p) const {
+    const int64_t total = p.value->numel();
+    if (!ep_ || !p.routed_experts) return {false, 0, total};
+    const int64_t per_expert = total / model_cfg_.num_experts;
+    const moe::ExpertRange own = ep_->own_experts();
+    return {true, own.begin * per_expert, own.size() * per_expert};
+  }
+
   void make_optimizer() {
     optimizer_ = std::make_unique<AdamW>(AdamWConfig{tc_.lr, tc_.beta1, tc_.beta2, 1e-8, tc_.weight_decay});
     params_ = model_->parameters();
-    for (const Param& p : params_) optimizer_->add(p.name, p.value->f32(), p.grad->f32(), p.value->numel(), p.decay);
+    for (const Param& p : params_) {
+      const Shard sh = shard(p);
+      optimizer_->add_shard(p.name, p.value->f32() + sh.offset, p.grad->f32() + sh.offset, sh.n, p.decay, sh.offset,
+                            p.value->numel());
+    }
+  }
+
+  // The L2 norm over every gradient: the replicated ones (the same on every rank) and the sum of
+  // every rank's own experts'.
+  double global_grad_norm(std::span<const std::span<float>> replicated, std::span<const std::span<float>> sharded) {
+    double own = sum_of_squares(sharded);
+    if (ep_) o_.comm->allreduce_sum(&own, 1);
+    return std::sqrt(sum_of_squares(replicated) + own);
+  }
+
+  // Every rank's shard of parameter p (its values or one of its optimizer moments; `own` is this
+  // rank's) into `whole`, the parameter's full size, on every rank.
+  void gather_shard(const Param& p, const float* own, float* whole) {
+    const Shard sh = shard(p);
+    const std::vector<float> mine(own, own + sh.n);  // send and receive must not overlap
+    o_.comm->all_gather(mine.data(), sh.n, whole);
   }
 
   double validate() {
@@ -285,6 +340,22 @@ class Run {
   std::string log_path() const { return o_.out_dir + "/log.jsonl"; }
 
   void save() {
+    // Under expert parallelism every rank first gathers the others' experts (weights and
+    // optimizer moments): a collective, so before rank 0 alone goes on.
+    std::vector<model::NamedTensor> optimizer_state = optimizer_->state_tensors();  // 2 a parameter
+    std::vector<std::vector<float>> gathered(optimizer_state.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const Param& p = params_[i];
+      const Shard sh = shard(p);
+      if (!sh.sharded) continue;
+      gather_shard(p, p.value->f32() + sh.offset, p.value->f32());
+      for (size_t m = 2 * i; m < 2 * i + 2; ++m) {
+        gathered[m].resize(size_t(p.value->numel()));
+        gather_shard(p, static_cast<const float*>(optimizer_state[m].data), gathered[m].data());
+        optimizer_state[m].shape = {p.value->numel()};
+        optimizer_state[m].data = gathered[m].data();
+      }
+    }
     if (rank_ != 0) return;
     const fs::path out(o_.out_dir);
     const std::string name = checkpoint_name(step_);
@@ -294,7 +365,7 @@ class Run {
     model::write_safetensors((tmp / "model.safetensors").string(), model_->checkpoint_tensors(), {{"format", "pt"}});
     write_file_atomically((tmp / "config.json").string(), model_json_.dump(2) + "\n");
     copy_tokenizer(tokenizer_dir_, tmp.string());
-    model::write_safetensors((tmp / "optimizer.safetensors").string(), optimizer_->state_tensors());
+    model::write_safetensors((tmp / "optimizer.safetensors").string(), optimizer_state);
     const json state = {{"step", step_}, {"optimizer_steps", optimizer_->step_count()}, {"seed", tc_.seed},
                         {"expert_load", expert_load_}};
     write_file_atomically((tmp / "trainer_state.json").string(), state.dump() + "\n");
@@ -348,6 +419,8 @@ class Run {
   std::unique_ptr<TokenShard> train_, val_;
   std::unique_ptr<TrainableDecoder> model_;
   std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<moe::Placement> placement_;
+  std::unique_ptr<ExpertParallelTraining> ep_;
   std::vector<Param> params_;
   int64_t step_ = 0;
   std::vector<double> expert_load_;

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "moge/model/config.h"
+#include "moge/train/collectives.h"
 
 namespace moge::train {
 
@@ -45,16 +46,6 @@ struct TrainConfig {
   static TrainConfig from_json(const nlohmann::json& j, const std::string& source);
 };
 
-// What data parallelism needs from a communicator (MPI); null for one process.
-class GradientComm {
- public:
-  virtual ~GradientComm() = default;
-  virtual int rank() const = 0;
-  virtual int size() const = 0;
-  virtual void allreduce_sum(float* data, int64_t n) = 0;
-  virtual void allreduce_sum(double* data, int64_t n) = 0;
-};
-
 struct RunOptions {
   std::string config_path;     // {"model": {HF config}, "train": {TrainConfig}}
   std::string data_dir;        // train.bin, val.bin, meta.json (moge data)
@@ -64,7 +55,13 @@ struct RunOptions {
   bool resume = false;         // continue OUT/latest
   int64_t stop_after = -1;     // stop (with a checkpoint) after this step, as if killed there
   bool quiet = false;          // no progress bar
-  GradientComm* comm = nullptr;
+  // Several processes or in-process devices (null: one). Data parallel: train.grad_accum (a
+  // multiple of the ranks) is split among them and the gradients are summed. With
+  // expert_parallel, each rank also computes and updates only its own routed experts
+  // (moe::Placement over the ranks; train/expert_parallel.h): their gradients need no sum, their
+  // optimizer state is sharded, and the checkpoint gathers them.
+  Collectives* comm = nullptr;
+  bool expert_parallel = false;
 };
 
 struct RunResult {

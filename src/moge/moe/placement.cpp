@@ -1,27 +1,27 @@
-#include "moge/parallel/placement.h"
+#include "moge/moe/placement.h"
 
 #include <algorithm>
 
 #include "moge/core/error.h"
 
-namespace moge::parallel {
+namespace moge::moe {
 
 namespace {
 
-std::string describe(int n, int m, moe::RoutingMode mode) {
-  return std::to_string(n) + " experts in " + std::to_string(m) + " groups (" + moe::routing_mode_name(mode) +
+std::string describe(int n, int m, RoutingMode mode) {
+  return std::to_string(n) + " experts in " + std::to_string(m) + " groups (" + routing_mode_name(mode) +
          " routing)";
 }
 
 }  // namespace
 
-Placement::Placement(int num_experts, int num_groups, moe::RoutingMode mode, int devices)
+Placement::Placement(int num_experts, int num_groups, RoutingMode mode, int devices)
     : num_experts_(num_experts), num_groups_(num_groups), devices_(devices), mode_(mode) {
   const int n = num_experts, m = num_groups, d = devices;
   const std::string what = "placement: " + describe(n, m, mode) + " on " + std::to_string(d) + " devices: ";
   check(n > 0 && m > 0 && d > 0, what + "the experts, groups and devices must be positive");
   check(n % m == 0, what + "the groups (" + std::to_string(m) + ") do not divide the experts (" + std::to_string(n) + ")");
-  if (mode == moe::RoutingMode::grouped) {
+  if (mode == RoutingMode::grouped) {
     check(m % d == 0 || d % m == 0, what + "the devices must divide the groups or the groups the devices");
     if (d > m)
       check((n / m) % (d / m) == 0, what + "a group's " + std::to_string(n / m) + " experts do not split evenly over " +
@@ -32,7 +32,7 @@ Placement::Placement(int num_experts, int num_groups, moe::RoutingMode mode, int
   }
 }
 
-Placement::Placement(const moe::RouterConfig& router, int devices)
+Placement::Placement(const RouterConfig& router, int devices)
     : Placement(router.num_experts, router.num_groups, router.mode, devices) {}
 
 void Placement::check_device(int device) const {
@@ -82,4 +82,4 @@ void Placement::check_covers(int device, std::span<const int> loaded, const std:
               (lacking.size() > 1 ? "s " : " ") + list);
 }
 
-}  // namespace moge::parallel
+}  // namespace moge::moe

@@ -6,12 +6,10 @@
 #include <vector>
 
 #include "moge/core/error.h"
-#include "moge/parallel/placement.h"
+#include "moge/moe/placement.h"
 
-namespace moge::parallel {
+namespace moge::moe {
 namespace {
-
-using moe::RoutingMode;
 
 std::string placement_error(int n, int m, RoutingMode mode, int d) {
   try {
@@ -152,4 +150,4 @@ TEST(Placement, LoadedExpertsMustCoverTheDevice) {
 }
 
 }  // namespace
-}  // namespace moge::parallel
+}  // namespace moge::moe

@@ -14,7 +14,7 @@
 
 #include "moge/moe/config.h"
 
-namespace moge::parallel {
+namespace moge::moe {
 
 struct ExpertRange {  // [begin, end)
   int begin = 0, end = 0;
@@ -25,12 +25,12 @@ struct ExpertRange {  // [begin, end)
 class Placement {
  public:
   // N experts in M groups (group g holds [g*N/M, (g+1)*N/M)) on D devices.
-  Placement(int num_experts, int num_groups, moe::RoutingMode mode, int devices);
-  Placement(const moe::RouterConfig& router, int devices);
+  Placement(int num_experts, int num_groups, RoutingMode mode, int devices);
+  Placement(const RouterConfig& router, int devices);
 
   int num_experts() const { return num_experts_; }
   int num_groups() const { return num_groups_; }
-  moe::RoutingMode mode() const { return mode_; }
+  RoutingMode mode() const { return mode_; }
   int devices() const { return devices_; }
   int experts_per_device() const { return num_experts_ / devices_; }
 
@@ -48,7 +48,7 @@ class Placement {
   void check_device(int device) const;
 
   int num_experts_, num_groups_, devices_;
-  moe::RoutingMode mode_;
+  RoutingMode mode_;
 };
 
-}  // namespace moge::parallel
+}  // namespace moge::moe
