@@ -91,8 +91,8 @@ void ExpertParallelTraining::backward(int layer, const moe::MoeLayer& moe, const
   const moe::RowRange rows = own_rows(c);
   float* d_ye = sized(c.d_ye, (rows.end - rows.begin) * d);
   float* d_xs = sized(c.d_xs, (rows.end - rows.begin) * d);
-  std::vector<float> all_d_weight(size_t(all_tokens * k));  // 0 for the entries of other devices' experts
-  moe::combine_rows_backward(c.dispatch, c.ye.data(), all.weight.data(), all_dy, d, d_ye, all_d_weight.data(), rows);
+  float* all_d_weight = sized(all_d_weight_, all_tokens * k);  // 0 for the entries of other devices' experts
+  moe::combine_rows_backward(c.dispatch, c.ye.data(), all.weight.data(), all_dy, d, d_ye, all_d_weight, rows);
   moe.backward_experts(c.xs.data(), d_ye, d_xs, c, own_.begin, own_.end, grads);
 
   // Input and routing-weight gradients back to the tokens' devices.
@@ -102,7 +102,7 @@ void ExpertParallelTraining::backward(int layer, const moe::MoeLayer& moe, const
   comm_.reduce_scatter_sum(partial_.data(), routed_dx, tokens * d);
   add_into(dx, routed_dx, tokens * d);
   float* d_weight = sized(c.d_weight, tokens * k);
-  comm_.reduce_scatter_sum(all_d_weight.data(), d_weight, tokens * k);
+  comm_.reduce_scatter_sum(all_d_weight, d_weight, tokens * k);
 
   moe.backward_router(x, c.routing, d_weight, aux_grad, dx, grads, c);
 }

@@ -49,7 +49,7 @@ class ExpertParallelTraining : public MoeTrainRunner {
   // the device's tokens'; its dispatch becomes the all-device one).
   std::vector<moe::Routing> all_routing_;
   // Scratch.
-  std::vector<float> all_rows_, partial_, slice_;
+  std::vector<float> all_rows_, partial_, slice_, all_d_weight_;
 };
 
 }  // namespace moge::train
