@@ -71,7 +71,7 @@ TEST(SimCost, KernelOverheadAddsToEveryKernel) {
 
 TEST(SimCost, WeightTypes) {
   EXPECT_EQ(parse_weight_type("int4"), WeightType::int4);
-  EXPECT_EQ(compute_type_of(WeightType::int4), ComputeType::int8);
+  EXPECT_EQ(compute_type_of(WeightType::int4), ComputeType::int4);
   EXPECT_THROW(parse_weight_type("fp8"), Error);
 }
 

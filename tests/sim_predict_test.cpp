@@ -133,5 +133,33 @@ TEST(SimPredict, OverlapHidesCommunicationBehindExperts) {
               std::max(0.0, plain.prefill.time.comm - plain.prefill.time.experts - plain.prefill.time.shared), 1e-9);
 }
 
+TEST(SimPredict, ElementwiseKernelsAndPerExpertLaunchesByHand) {
+  // d 128, 4 query heads and 2 KV heads of 32, 8 experts in 2 groups, top-2 (MoGE), expert width
+  // 64, shared 256, 2 layers; one device, one sequence decoding (T = 1, 2 pairs a layer).
+  const nlohmann::json cfg = {{"vocab_size", 1000},  {"hidden_size", 128},   {"num_hidden_layers", 2},
+                              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", 8},
+                              {"num_experts_per_tok", 2}, {"num_expert_groups", 2}, {"routing_mode", "grouped"},
+                              {"moe_intermediate_size", 64}, {"shared_expert_intermediate_size", 256},
+                              {"max_position_embeddings", 4096}};
+  const model::ModelConfig c = model::ModelConfig::from_json_text(cfg.dump(), "hand");
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 1;
+  Workload w;
+  w.prompt = 16;
+  w.gen = 2;
+  const Prediction plain = run(c, HardwareProfile::from_json_text(j.dump(), "t.json"), "attn=dp1", w);
+  // Bytes a layer, activations 2 bytes: RMSNorm 2·128·2 = 512, RoPE 2·(4+2)·32·2 = 768, residual
+  // add 3·128·2 = 768, RMSNorm 512, softmax/top-k 2·8·2 = 32, permute 2·2·128·2 = 1024, SwiGLU
+  // 3·2·64·2 = 768 and shared 3·256·2 = 1536, combine (2+1)·128·2 = 768, add 768: 7456 bytes at
+  // 1000 GB/s · 0.8 (default memory efficiency), plus 10 kernels of 1 us; two layers.
+  EXPECT_NEAR(plain.decode.time.elementwise, 2 * (7456 / 0.8e12 + 10e-6), 1e-15);
+  // One launch per touched expert and kernel: MoGE at T = 1 touches 8·(1 - (1 - 2/8)^1) = 2
+  // experts a layer, 4 kernels each at 1 us: 8 us a layer, 16 us in all.
+  j["device"]["kernels_per_expert"] = 4;
+  const Prediction launches = run(c, HardwareProfile::from_json_text(j.dump(), "t.json"), "attn=dp1", w);
+  EXPECT_NEAR(launches.decode.time.experts - plain.decode.time.experts, 16e-6, 1e-15);
+  EXPECT_EQ(launches.decode.time.elementwise, plain.decode.time.elementwise);
+}
+
 }  // namespace
 }  // namespace moge::sim

@@ -55,6 +55,36 @@ TEST(SimProfile, EfficiencyLookupTakesTheFirstMatchingBucket) {
   EXPECT_EQ(p.efficiency(KernelClass::attention, ComputeType::bf16, 1).memory, 0.8);
 }
 
+TEST(SimProfile, Int4HasItsOwnPeakAndRowsElseInt8s) {
+  json j = test::sim_test_profile();
+  HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_EQ(p.peak_flops(ComputeType::int4), 200e12);                            // int8's peak
+  EXPECT_EQ(p.efficiency(KernelClass::gemv, ComputeType::int4, 1).memory, 0.9);  // int8's row
+  EXPECT_EQ(p.kernels_per_expert, 0.0);
+  j["device"]["peak_tflops"]["int4"] = 50;
+  j["device"]["kernels_per_expert"] = 4;
+  j["efficiency"]["gemv"].push_back({{"type", "int4"}, {"compute", 0.1}, {"memory", 0.4}});
+  p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_EQ(p.peak_flops(ComputeType::int4), 50e12);
+  EXPECT_EQ(p.efficiency(KernelClass::gemv, ComputeType::int4, 1).memory, 0.4);
+  EXPECT_EQ(p.efficiency(KernelClass::gemv, ComputeType::int8, 1).memory, 0.9);
+  EXPECT_EQ(p.kernels_per_expert, 4.0);
+  j["device"]["kernels_per_expert"] = -1;
+  EXPECT_EQ(profile_error(j), "bad.json: field 'device.kernels_per_expert' must be non-negative (got -1)");
+}
+
+TEST(SimProfile, CalibratedProfilesOfThisMachineLoad) {
+  // Written by `moge sim calibrate` (docs/simulator.md): one device, two local devices, two MPI ranks.
+  for (auto [name, devices] : {std::pair{"this-cpu", 1}, {"this-cpu-2dev", 2}, {"this-cpu-mpi2", 2}}) {
+    const HardwareProfile p = HardwareProfile::from_file(test::source_path(std::string("docs/sim/profiles/") + name + ".json"));
+    EXPECT_EQ(p.devices_per_node, devices) << name;
+    ASSERT_FALSE(p.sources.empty());
+    EXPECT_EQ(p.sources[0].rfind("measured by moge sim calibrate on ", 0), 0u) << p.sources[0];
+    EXPECT_EQ(p.activation_bytes, 4) << name;  // the CPU engine's f32 activations
+    EXPECT_EQ(p.kernels_per_expert, 4.0) << name;
+  }
+}
+
 TEST(SimProfile, MissingFieldNamesFileAndField) {
   json j = test::sim_test_profile();
   j["device"].erase("memory_bandwidth_gb_s");

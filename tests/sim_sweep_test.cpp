@@ -144,6 +144,22 @@ TEST(SimSweep, NothingQualifiesSaysWhy) {
   EXPECT_EQ(no_fit.find("fastest"), std::string::npos) << no_fit;
 }
 
+TEST(SimSweep, ParetoFrontByHand) {
+  // (latency s, tokens/s): (1, 10) and (2, 30) and (4, 40) are on the front; (3, 25) is beaten by
+  // (2, 30), (2, 20) ties (2, 30) on latency and loses, (5, 40) ties (4, 40) on throughput but is
+  // slower, and the duplicate (1, 10) appears once.
+  const std::vector<LatencyThroughput> front =
+      pareto_front({{3, 25}, {1, 10}, {2, 20}, {4, 40}, {2, 30}, {5, 40}, {1, 10}});
+  ASSERT_EQ(front.size(), 3u);
+  EXPECT_EQ(front[0].latency_s, 1);
+  EXPECT_EQ(front[0].tokens_per_s, 10);
+  EXPECT_EQ(front[1].latency_s, 2);
+  EXPECT_EQ(front[1].tokens_per_s, 30);
+  EXPECT_EQ(front[2].latency_s, 4);
+  EXPECT_EQ(front[2].tokens_per_s, 40);
+  EXPECT_TRUE(pareto_front({}).empty());
+}
+
 TEST(SimSweep, RejectsBadOptions) {
   SweepOptions o = options(0.1);
   o.batches = {};

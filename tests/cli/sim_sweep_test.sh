@@ -4,7 +4,8 @@
 #   prediction for that model (the JSON says the load came from the trace; max >= mean), and a
 #   malformed trace ends with one error line naming the file and the field;
 # - a sweep of Pangu Pro MoE on the 800I A2 profile finds a plan under the latency limit that
-#   fits, writes its SVG, and a limit nothing meets ends with one line saying so.
+#   fits, writes its SVG and its Pareto-front SVG (the front checked against one computed here
+#   from the JSON), and a limit nothing meets ends with one line saying so.
 set -euo pipefail
 moge=$1
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -48,6 +49,29 @@ tps = [r["best"]["tokens_per_s_per_device"] for r in j["results"]]
 assert tps == sorted(tps, reverse=True), tps
 '
 grep -q "<svg" "$tmp/sweep.svg"
+# The Pareto plot: valid XML, and its one polyline (the front) has as many points as the front of
+# every point that fits, computed here from the JSON (lower latency, higher throughput).
+"$moge" sim sweep --profile "$profile" -m "$pangu" --latency-ms 100 --batches 1,16,64,256,456 --dtype int8 \
+  --kv-dtype int8 --top 0 --json --pareto "$tmp/pareto.svg" > "$tmp/all.json"
+/usr/bin/python3 - "$tmp/all.json" "$tmp/pareto.svg" <<'PY'
+import json, sys, xml.etree.ElementTree as ET
+j = json.load(open(sys.argv[1]))
+pts = sorted(((p["decode_ms"], -p["tokens_per_s_per_device"]) for r in j["results"] for p in r["points"] if p["fits"]))
+front, best = [], 0.0
+for ms, neg in pts:
+    if -neg > best:
+        front.append((ms, -neg))
+        best = -neg
+assert len(pts) > 100 and 2 <= len(front) < len(pts), (len(pts), front)
+ns = "{http://www.w3.org/2000/svg}"
+svg = ET.parse(sys.argv[2]).getroot()
+lines = svg.findall(f".//{ns}polyline")
+assert len(lines) == 1, len(lines)
+n = len(lines[0].get("points").split())
+assert n == len(front), (n, len(front), front)
+texts = " ".join(t.text or "" for t in svg.iter(f"{ns}text"))
+assert f"Pareto front ({len(front)})" in texts and f"fits ({len(pts)})" in texts, texts
+PY
 expect_error "no configuration has a decode latency under 0.001 ms" sweep --profile "$profile" -m "$pangu" \
   --latency-ms 0.001 --batches 1,8
 expect_error "--batches: 'x' is not a positive integer" sweep --profile "$profile" -m "$pangu" --batches 1,x

@@ -1,7 +1,8 @@
 // `moge sim`: the configuration simulator. `predict` prints the prefill and decode throughput
 // per device, the per-token latency and the time per operator class of one model on one serving
 // unit of a hardware profile, with the expert load of uniform routing or replayed from a routing
-// trace (--trace); `sweep` (sim_sweep.cpp) searches shapes and plans (docs/simulator.md).
+// trace (--trace); `sweep` (sim_sweep.cpp) searches shapes and plans; `calibrate`
+// (sim_calibrate.cpp) measures this CPU into a profile (docs/simulator.md).
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -11,6 +12,7 @@
 #include "moge/model/config.h"
 #include "moge/sim/predict.h"
 #include "moge/sim/trace.h"
+#include "sim_calibrate.h"
 #include "sim_sweep.h"
 
 namespace moge::cli {
@@ -36,15 +38,16 @@ nlohmann::json step_json(const sim::StepPrediction& s, int per_card) {
                   {"experts", s.time.experts * 1e3},
                   {"shared_expert", s.time.shared * 1e3},
                   {"comm", s.time.comm * 1e3},
-                  {"lm_head", s.time.lm_head * 1e3}}}};
+                  {"lm_head", s.time.lm_head * 1e3},
+                  {"elementwise", s.time.elementwise * 1e3}}}};
 }
 
 void print_step(const char* phase, const sim::StepPrediction& s, int per_card) {
   std::printf("| %-7s | %5lld | %8lld | %7.0f | %9.3f | %10.1f |", phase, (long long)s.sequences, (long long)s.tokens,
               s.context, s.seconds * 1e3, s.tokens_per_s_per_device);
   if (per_card > 1) std::printf(" %10.1f |", s.tokens_per_s_per_device * per_card);
-  std::printf(" %9.3f | %9.3f | %9.3f | %9.3f | %9.3f |\n", s.time.attention * 1e3, s.time.experts * 1e3,
-              s.time.shared * 1e3, s.time.comm * 1e3, s.time.lm_head * 1e3);
+  std::printf(" %9.3f | %9.3f | %9.3f | %9.3f | %9.3f | %9.3f |\n", s.time.attention * 1e3, s.time.experts * 1e3,
+              s.time.shared * 1e3, s.time.comm * 1e3, s.time.lm_head * 1e3, s.time.elementwise * 1e3);
 }
 
 double gib(double bytes) { return bytes / (1024.0 * 1024.0 * 1024.0); }
@@ -79,8 +82,9 @@ void run_predict(const PredictArgs& a) {
   w.prompt = a.prompt;
   w.gen = a.gen;
   w.weights = sim::parse_weight_type(a.weights);
-  check(a.kv == "bf16" || a.kv == "int8", "--kv-dtype must be bf16 or int8 (got '" + a.kv + "')");
-  w.kv_bytes = a.kv == "int8" ? 1 : 2;
+  check(a.kv == "f32" || a.kv == "bf16" || a.kv == "int8",
+        "--kv-dtype must be f32, bf16 or int8 (got '" + a.kv + "')");
+  w.kv_bytes = a.kv == "int8" ? 1 : a.kv == "f32" ? 4 : 2;
   w.overlap_comm = a.overlap;
   std::unique_ptr<sim::LoadModel> load;
   const sim::TraceLoad* traced = nullptr;
@@ -136,10 +140,10 @@ void run_predict(const PredictArgs& a) {
               a.overlap ? "; comm overlapped with experts" : "");
   std::printf("| phase   |  seqs | tok/step | context |   step ms | tok/s/dev  |");
   if (per_card > 1) std::printf(" tok/s/card |");
-  std::printf(" attn ms   | experts ms| shared ms | comm ms   | lm_head ms|\n");
+  std::printf(" attn ms   | experts ms| shared ms | comm ms   | lm_head ms| elemwise ms|\n");
   std::printf("|---------|-------|----------|---------|-----------|------------|");
   if (per_card > 1) std::printf("------------|");
-  std::printf("-----------|-----------|-----------|-----------|-----------|\n");
+  std::printf("-----------|-----------|-----------|-----------|-----------|-----------|\n");
   print_step("prefill", r.prefill, per_card);
   print_step("decode", r.decode, per_card);
   std::printf("\nprefill: the step is the time to first token of %lld sequences; decode: the step is the per-token "
@@ -170,7 +174,7 @@ void add_sim_command(CLI::App& app) {
   cmd->add_option("--prompt", a->prompt, "prompt tokens a sequence")->capture_default_str();
   cmd->add_option("--gen", a->gen, "generated tokens a sequence")->capture_default_str();
   cmd->add_option("--type,--dtype", a->weights, "weights: f32, bf16, int8 (W8A8) or int4 (W4A8)")->capture_default_str();
-  cmd->add_option("--kv-dtype", a->kv, "KV cache: bf16 or int8")->capture_default_str();
+  cmd->add_option("--kv-dtype", a->kv, "KV cache: f32 (moge's CPU engine), bf16 or int8")->capture_default_str();
   cmd->add_option("--routing", a->routing, "override the config's routing mode: grouped, topk, group_limited");
   cmd->add_option("--trace", a->trace, "replay the expert load of a routing trace (moge generate --trace FILE)");
   cmd->add_option("--seed", a->seed, "seed of the top-k load Monte Carlo")->capture_default_str();
@@ -180,6 +184,7 @@ void add_sim_command(CLI::App& app) {
   cmd->callback([a] { run_predict(*a); });
 
   add_sim_sweep_command(*sim);
+  add_sim_calibrate_command(*sim);
 }
 
 }  // namespace moge::cli

@@ -1,7 +1,8 @@
 // `moge sim sweep`: the paper's configuration search (MOGE.md §5). Over model shapes (one
 // config, or the paper's ranges) and every parallel plan the profile's devices allow, the best
 // decode throughput per device under a per-token latency limit that fits memory: a ranked table,
-// --json, and an SVG of throughput per device against batch for the best few.
+// --json, an SVG of throughput per device against batch for the best few, and one of the
+// throughput-latency Pareto front.
 #include "sim_sweep.h"
 
 #include <algorithm>
@@ -20,7 +21,7 @@ namespace moge::cli {
 namespace {
 
 struct SweepArgs {
-  std::string profile, model, batches = "1,8,16,32,64,128,256,512", weights = "bf16", kv = "bf16", svg;
+  std::string profile, model, batches = "1,8,16,32,64,128,256,512", weights = "bf16", kv = "bf16", svg, pareto;
   double latency_ms = 50;
   int64_t prompt = 2048, gen = 128;
   int top = 15, plot = 5;
@@ -98,6 +99,28 @@ void write_plot(const std::string& path, const sim::Sweep& s, int lines, const s
   report::write_line_chart_svg(path, title, "batch (sequences decoding together)", "tokens/s per device", series);
 }
 
+// Throughput per device against per-token latency of every point that fits memory (every shape,
+// plan and batch, over the limit too: the front shows what a looser limit would buy), with the
+// Pareto front joined. Returns {points, front points}.
+std::pair<size_t, size_t> write_pareto(const std::string& path, const sim::Sweep& s, const std::string& profile,
+                                       double limit_ms) {
+  std::vector<sim::LatencyThroughput> all;
+  for (const sim::SweepResult& r : s.results)
+    for (const sim::SweepPoint& p : r.points)
+      if (p.fits) all.push_back({p.decode_seconds, p.tokens_per_s_per_device});
+  const std::vector<sim::LatencyThroughput> front = sim::pareto_front(all);
+  report::LineSeries cloud, line;
+  cloud.label = "every shape, plan and batch that fits (" + std::to_string(all.size()) + ")";
+  cloud.scatter = true;
+  for (const auto& p : all) cloud.x.push_back(p.latency_s * 1e3), cloud.y.push_back(p.tokens_per_s);
+  line.label = "Pareto front (" + std::to_string(front.size()) + ")";
+  for (const auto& p : front) line.x.push_back(p.latency_s * 1e3), line.y.push_back(p.tokens_per_s);
+  char title[160];
+  std::snprintf(title, sizeof title, "Pareto front, limit %.3g ms: %s", limit_ms, profile.c_str());
+  report::write_line_chart_svg(path, title, "ms a token (decode step)", "tokens/s per device", {cloud, line});
+  return {all.size(), front.size()};
+}
+
 void run_sweep(const SweepArgs& a) {
   const sim::HardwareProfile profile = sim::HardwareProfile::from_file(a.profile);
   std::vector<sim::SweepShape> shapes;
@@ -126,6 +149,8 @@ void run_sweep(const SweepArgs& a) {
   const sim::Sweep s = sim::run_sweep(shapes, profile, o);
   if (s.feasible() == 0) throw Error(s.nothing_fits_reason(o));
   if (!a.svg.empty()) write_plot(a.svg, s, a.plot, profile.name, a.latency_ms);
+  std::pair<size_t, size_t> pareto;
+  if (!a.pareto.empty()) pareto = write_pareto(a.pareto, s, profile.name, a.latency_ms);
   const int shown = a.top == 0 ? int(s.results.size()) : std::min<int>(a.top, int(s.feasible()));
 
   if (a.json) {
@@ -182,6 +207,9 @@ void run_sweep(const SweepArgs& a) {
     std::printf("note: the best batch is the largest tried (%lld): larger --batches may do better\n",
                 (long long)largest);
   if (!a.svg.empty()) std::printf("plot: %s\n", a.svg.c_str());
+  if (!a.pareto.empty())
+    std::printf("pareto: %s (%zu of %zu points that fit are on the front)\n", a.pareto.c_str(), pareto.second,
+                pareto.first);
 }
 
 }  // namespace
@@ -203,6 +231,9 @@ void add_sim_sweep_command(CLI::App& sim) {
   cmd->add_option("--top", a->top, "rows of the table / JSON results (0: every pair, infeasible too)")->capture_default_str();
   cmd->add_option("--svg", a->svg, "write throughput per device vs batch of the best few to this SVG");
   cmd->add_option("--plot", a->plot, "lines in the SVG")->capture_default_str();
+  cmd->add_option("--pareto", a->pareto,
+                  "write throughput per device vs per-token latency of every point that fits, the Pareto front "
+                  "joined, to this SVG");
   cmd->add_flag("--json", a->json, "print JSON instead of a table");
   cmd->callback([a] { run_sweep(*a); });
 }

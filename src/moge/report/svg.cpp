@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <set>
 #include <sstream>
 #include <utility>
 
@@ -187,7 +188,7 @@ double left_margin(const Axis& ya) {
 struct LegendEntry {
   std::string label;
   const char* color;
-  enum Style { kSwatch, kLine, kLineMarker } style;
+  enum Style { kSwatch, kLine, kLineMarker, kMarker } style;
 };
 
 double legend_w(const std::vector<LegendEntry>& entries) {
@@ -206,6 +207,8 @@ void draw_legend(std::ostringstream& svg, double x, double y, const std::vector<
     const double cy = y + 13 + 18.0 * double(i);
     if (e.style == LegendEntry::kSwatch) {
       svg << "<rect x='" << x + 8 << "' y='" << cy - 6 << "' width='12' height='12' fill='" << e.color << "'/>\n";
+    } else if (e.style == LegendEntry::kMarker) {
+      svg << "<circle cx='" << x + 17 << "' cy='" << cy << "' r='3' fill='" << e.color << "'/>\n";
     } else {
       svg << "<line x1='" << x + 6 << "' y1='" << cy << "' x2='" << x + 28 << "' y2='" << cy << "' stroke='" << e.color
           << "' stroke-width='2'/>\n";
@@ -389,6 +392,15 @@ void write_line_chart_svg(const std::string& path, const std::string& title, con
 
   std::vector<LegendEntry> legend;
   for (size_t s = 0; s < series.size(); ++s) {
+    if (series[s].scatter) {
+      std::set<std::pair<long, long>> drawn;  // pixels already marked
+      for (const auto& [x, y] : pts[s])
+        if (drawn.emplace(std::lround(px(x)), std::lround(py(y))).second)
+          svg << "<circle cx='" << px(x) << "' cy='" << py(y) << "' r='2.5' fill='" << color(s)
+              << "' fill-opacity='0.6'/>\n";
+      legend.push_back({series[s].label, color(s), LegendEntry::kMarker});
+      continue;
+    }
     const bool markers = pts[s].size() <= size_t(kMarkerMaxPoints);
     if (pts[s].size() >= 2) {
       svg << "<polyline fill='none' stroke='" << color(s) << "' stroke-width='1.5' stroke-linejoin='round' points='";
@@ -404,10 +416,11 @@ void write_line_chart_svg(const std::string& path, const std::string& title, con
 
   // Legend in the plot corner that covers the fewest lines and markers.
   Samples marks;
-  for (const auto& sp : pts)
-    for (size_t i = 0; i < sp.size(); ++i) {
+  for (size_t s = 0; s < pts.size(); ++s)
+    for (size_t i = 0; i < pts[s].size(); ++i) {
+      const auto& sp = pts[s];
       const double u = px(sp[i].first), v = py(sp[i].second);
-      if (i == 0) marks.emplace_back(u, v);
+      if (i == 0 || series[s].scatter) marks.emplace_back(u, v);
       else sample_segment(marks, px(sp[i - 1].first), py(sp[i - 1].second), u, v);
     }
   const auto [lx, ly] = legend_corner(f, legend_w(legend), legend_h(legend), marks);

@@ -17,10 +17,13 @@ struct Series {
 void write_histogram_svg(const std::string& path, const std::string& title, const std::string& x_label,
                          const std::vector<Series>& series, double lo, double hi, int bins);
 
-// One line of a line chart: points (x[i], y[i]), drawn in the given order.
+// One line of a line chart: points (x[i], y[i]), drawn in the given order. A `scatter` series
+// is markers only: no line, a marker on every point however many (points falling on the same
+// pixel as an earlier one of the series are drawn once, so dense clouds stay small files).
 struct LineSeries {
   std::string label;
   std::vector<double> x, y;
+  bool scatter = false;
 };
 
 // Several lines over shared axes with a legend and 1-2-5 ticks. Series may have different x
@@ -28,7 +31,7 @@ struct LineSeries {
 // are skipped (the line joins their neighbours); with `log_y` the y axis is logarithmic and
 // points with y <= 0 are skipped too. A series with at most kMarkerMaxPoints plotted points
 // gets a circle marker on every point (so sparse series such as validation loss stand out);
-// a series with two or more plotted points gets one <polyline>.
+// a line (not scatter) series with two or more plotted points gets one <polyline>.
 // Throws moge::Error when there are no series, a series is empty, its x and y differ in
 // length, or no point at all is left to plot.
 inline constexpr int kMarkerMaxPoints = 60;

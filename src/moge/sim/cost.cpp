@@ -29,8 +29,8 @@ ComputeType compute_type_of(WeightType t) {
   switch (t) {
     case WeightType::f32: return ComputeType::f32;
     case WeightType::bf16: return ComputeType::bf16;
-    case WeightType::int8:
-    case WeightType::int4: return ComputeType::int8;  // W8A8 / W4A8: int8 arithmetic
+    case WeightType::int8: return ComputeType::int8;  // W8A8
+    case WeightType::int4: return ComputeType::int4;  // W4A8: int8 arithmetic, int4's own peak if given
   }
   return ComputeType::bf16;
 }

@@ -136,7 +136,8 @@ ComputeType parse_compute_type(const std::string& name) {
   if (name == "bf16" || name == "f16") return ComputeType::bf16;
   if (name == "int8") return ComputeType::int8;
   if (name == "f32") return ComputeType::f32;
-  throw Error("unknown compute type '" + name + "' (expected bf16, int8 or f32)");
+  if (name == "int4") return ComputeType::int4;
+  throw Error("unknown compute type '" + name + "' (expected bf16, int8, int4 or f32)");
 }
 
 const char* compute_type_name(ComputeType t) {
@@ -144,6 +145,7 @@ const char* compute_type_name(ComputeType t) {
     case ComputeType::bf16: return "bf16";
     case ComputeType::int8: return "int8";
     case ComputeType::f32: return "f32";
+    case ComputeType::int4: return "int4";
   }
   return "?";
 }
@@ -162,6 +164,7 @@ double HardwareProfile::peak_flops(ComputeType t) const {
     case ComputeType::bf16: return peak_flops_bf16;
     case ComputeType::int8: return peak_flops_int8;
     case ComputeType::f32: return peak_flops_f32;
+    case ComputeType::int4: return peak_flops_int4 > 0 ? peak_flops_int4 : peak_flops_int8;
   }
   return 0;
 }
@@ -170,6 +173,7 @@ Efficiency HardwareProfile::efficiency(KernelClass k, ComputeType t, int64_t row
   const std::vector<EfficiencyBucket>& table = k == KernelClass::gemm ? gemm : k == KernelClass::gemv ? gemv : attention;
   for (const EfficiencyBucket& b : table)
     if (b.type == t && (b.max_rows == 0 || rows <= b.max_rows)) return b.efficiency;
+  if (t == ComputeType::int4) return efficiency(k, ComputeType::int8, rows);
   return default_efficiency;
 }
 
@@ -196,6 +200,7 @@ HardwareProfile HardwareProfile::from_json_text(const std::string& text, const s
   p.peak_flops_bf16 = peak.number("bf16", true) * 1e12;
   p.peak_flops_int8 = peak.number("int8", true) * 1e12;
   p.peak_flops_f32 = peak.number("f32", true) * 1e12;
+  p.peak_flops_int4 = peak.number("int4", false) * 1e12;
   p.memory_bandwidth_bytes_s = dev.number("memory_bandwidth_gb_s", true) * 1e9;
   p.memory_capacity_bytes = dev.number("memory_capacity_gib", true) * kGiB;
   p.memory_reserved_bytes = dev.number("memory_reserved_gib", false, 0, true) * kGiB;
@@ -203,6 +208,7 @@ HardwareProfile HardwareProfile::from_json_text(const std::string& text, const s
     dev.fail("memory_reserved_gib", "must be less than memory_capacity_gib");
   p.activation_bytes = dev.integer("activation_bytes", false, 2);
   p.kernel_overhead_s = dev.number("kernel_overhead_us", false, 0, true) * 1e-6;
+  p.kernels_per_expert = dev.number("kernels_per_expert", false, 0, true);
 
   const Reader eff = top.object("efficiency");
   p.default_efficiency = eff.object("default").efficiency();

@@ -10,8 +10,10 @@
 
 namespace moge::sim {
 
-// The arithmetic a kernel runs in: bf16 (also f16), int8 (W8A8 and W4A8) or f32.
-enum class ComputeType { bf16, int8, f32 };
+// The arithmetic a kernel runs in: bf16 (also f16), int8 (W8A8), f32, or int4 (W4A8: int8
+// arithmetic on 4-bit weights; a profile may give it its own peak and table rows, since unpacking
+// the nibbles costs a CPU extra work; where it does not, int8's apply).
+enum class ComputeType { bf16, int8, f32, int4 };
 ComputeType parse_compute_type(const std::string& name);  // throws Error naming the value
 const char* compute_type_name(ComputeType t);
 
@@ -49,11 +51,16 @@ struct HardwareProfile {
   int devices_per_card = 1;  // a card carrying several devices (300I Duo: 2); for per-card figures
   // Per device.
   double peak_flops_bf16 = 0, peak_flops_int8 = 0, peak_flops_f32 = 0;  // FLOP/s (OP/s for int8)
+  double peak_flops_int4 = 0;  // W4A8; 0: peak_flops_int8
   double memory_bandwidth_bytes_s = 0;
   double memory_capacity_bytes = 0;
   double memory_reserved_bytes = 0;  // held by the runtime, not available to the model
   int activation_bytes = 2;          // bytes per activation element the kernels read and write
   double kernel_overhead_s = 0;      // fixed time every kernel adds (launch, synchronisation)
+  // Kernels the software runs per routed expert it touches, each paying kernel_overhead_s: 0 when
+  // a device's experts run as one grouped matmul (Ascend's GroupedMatmul); moge on a CPU runs 4
+  // (gate, up, SwiGLU, down a expert, moe/mlp.cpp).
+  double kernels_per_expert = 0;
   // A matmul with at most gemv_max_rows rows is a GEMV (weight-streaming), else a GEMM.
   int64_t gemv_max_rows = 16;
   Efficiency default_efficiency;
@@ -63,7 +70,8 @@ struct HardwareProfile {
 
   int total_devices() const { return devices_per_node * nodes; }
   double peak_flops(ComputeType t) const;
-  // The first bucket of the class's table matching type and rows, else default_efficiency.
+  // The first bucket of the class's table matching type and rows (int4: else int8's), else
+  // default_efficiency.
   Efficiency efficiency(KernelClass k, ComputeType t, int64_t rows) const;
 
   static HardwareProfile from_json_text(const std::string& text, const std::string& source);

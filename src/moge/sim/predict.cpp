@@ -71,6 +71,31 @@ OpCost attention_core(const HardwareProfile& hw, const Shard& sh, const StepShap
   return roofline(hw, KernelClass::attention, ComputeType::bf16, 1, flops, bytes);
 }
 
+// A memory-bound element-wise kernel moving `bytes` (read and written): the default memory
+// efficiency, and the kernel's fixed cost.
+double elementwise_seconds(const HardwareProfile& hw, double bytes) {
+  return bytes / (hw.memory_bandwidth_bytes_s * hw.default_efficiency.memory) + hw.kernel_overhead_s;
+}
+
+// The element-wise kernels of one layer on the busiest device (decoder.cpp's order): RMSNorm,
+// RoPE on Q and K, the residual add, RMSNorm again on the attention tokens; the router's softmax
+// and top-k over all tokens; rows permuted to experts, SwiGLU over the expert and shared
+// intermediates, rows combined back, the residual add. Bytes: what each reads and writes.
+double elementwise_layer(const HardwareProfile& hw, const Shard& sh, const StepShape& s, double pairs,
+                         int64_t num_experts) {
+  const double ab = hw.activation_bytes, ta = double(s.attn_tokens), t = double(s.tokens);
+  return elementwise_seconds(hw, 2 * ta * sh.d * ab) +                                     // input RMSNorm
+         elementwise_seconds(hw, 2 * ta * (sh.heads + sh.kv_heads) * sh.head_dim * ab) +  // RoPE
+         elementwise_seconds(hw, 3 * ta * sh.d * ab) +                                     // h = x + attention
+         elementwise_seconds(hw, 2 * ta * sh.d * ab) +                                     // post RMSNorm
+         elementwise_seconds(hw, 2 * t * num_experts * ab) +                               // softmax, top-k
+         elementwise_seconds(hw, 2 * pairs * sh.d * ab) +                                  // permute
+         elementwise_seconds(hw, 3 * pairs * sh.expert_ff * ab) +                          // SwiGLU, experts
+         (sh.shared_ff > 0 ? elementwise_seconds(hw, 3 * double(s.shared_tokens) * sh.shared_ff * ab) : 0) +
+         elementwise_seconds(hw, (pairs + t) * sh.d * ab) +                                // combine
+         elementwise_seconds(hw, 3 * t * sh.d * ab);                                       // y = h + moe
+}
+
 // One step on the slowest device, every layer.
 StepPrediction predict_step(const model::ModelConfig& c, const HardwareProfile& hw, const ParallelPlan& p,
                             const Workload& w, const LoadModel& load, const StepShape& s, double context,
@@ -101,7 +126,9 @@ StepPrediction predict_step(const model::ModelConfig& c, const HardwareProfile& 
     const ExpertLoad l = load.layer(layer, s.tokens);
     const double experts = router +
                            grouped_matmul_cost(hw, w.weights, l.max_pairs, l.experts_touched, sh.d, 2 * sh.expert_ff).seconds +
-                           grouped_matmul_cost(hw, w.weights, l.max_pairs, l.experts_touched, sh.expert_ff, sh.d).seconds;
+                           grouped_matmul_cost(hw, w.weights, l.max_pairs, l.experts_touched, sh.expert_ff, sh.d).seconds +
+                           l.experts_touched * hw.kernels_per_expert * hw.kernel_overhead_s;  // per-expert launches
+    out.time.elementwise += elementwise_layer(hw, sh, s, l.max_pairs, c.num_experts);
     out.time.attention += attention;
     out.time.experts += experts;
     out.time.shared += shared;

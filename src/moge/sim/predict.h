@@ -36,7 +36,10 @@ struct Breakdown {
   double shared = 0;     // shared expert
   double comm = 0;       // collectives (the exposed part when overlapped)
   double lm_head = 0;
-  double total() const { return attention + experts + shared + comm + lm_head; }
+  // Memory-bound element-wise kernels between the matmuls: the two RMSNorms, RoPE, the residual
+  // adds, the router's softmax and top-k, the permutation of rows to experts and back, SwiGLU.
+  double elementwise = 0;
+  double total() const { return attention + experts + shared + comm + lm_head + elementwise; }
 };
 
 struct StepPrediction {

@@ -180,4 +180,16 @@ Sweep run_sweep(const std::vector<SweepShape>& shapes, const HardwareProfile& pr
   return out;
 }
 
+std::vector<LatencyThroughput> pareto_front(std::vector<LatencyThroughput> points) {
+  // By latency, then the highest throughput first: a point is on the front when it beats the
+  // throughput of every faster (or equally fast) point before it.
+  std::sort(points.begin(), points.end(), [](const LatencyThroughput& a, const LatencyThroughput& b) {
+    return a.latency_s != b.latency_s ? a.latency_s < b.latency_s : a.tokens_per_s > b.tokens_per_s;
+  });
+  std::vector<LatencyThroughput> front;
+  for (const LatencyThroughput& p : points)
+    if (front.empty() || p.tokens_per_s > front.back().tokens_per_s) front.push_back(p);
+  return front;
+}
+
 }  // namespace moge::sim

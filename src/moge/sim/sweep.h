@@ -70,6 +70,17 @@ struct Sweep {
   std::string nothing_fits_reason(const SweepOptions& options) const;
 };
 
+// A point of a throughput-latency plane: per-token latency and throughput per device.
+struct LatencyThroughput {
+  double latency_s = 0;
+  double tokens_per_s = 0;
+};
+
+// The Pareto front (lower latency and higher throughput are better): the points no other point
+// beats on both with at least one strictly better, by ascending latency (so throughput rises
+// along it); of equal points, one.
+std::vector<LatencyThroughput> pareto_front(std::vector<LatencyThroughput> points);
+
 // Throws Error for empty shapes or batches, a non-positive batch or limit.
 Sweep run_sweep(const std::vector<SweepShape>& shapes, const HardwareProfile& profile, const SweepOptions& options);
 

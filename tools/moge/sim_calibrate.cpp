@@ -1,0 +1,569 @@
+// `moge sim calibrate`: this machine's CPU measured into a hardware profile (docs/simulator.md
+// "Profiles"), by timing the kernels the engine itself runs: kernels::linear on f32, bf16, int8
+// (W8A8) and int4 (W4A8) weights at GEMV and GEMM row counts, kernels::attention_forward for
+// decode and prefill, the read bandwidth (kernels/membw), and all-gather / reduce-scatter through
+// the comm layer (local devices, or MPI ranks under mpirun with --devices mpi).
+//
+// A device is what `--devices D` makes of the machine: D devices share its cores (threads / D
+// each) and its memory, so every device measures at the same time as the others (a barrier
+// before each measurement) and the profile holds what one device gets while all run.
+#include "sim_calibrate.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "devices.h"
+#include "moge/core/buffer.h"
+#include "moge/core/error.h"
+#include "moge/core/file.h"
+#include "moge/core/progress.h"
+#include "moge/core/rng.h"
+#include "moge/core/tensor.h"
+#include "moge/kernels/attention.h"
+#include "moge/kernels/membw.h"
+#include "moge/kernels/swiglu.h"
+#include "moge/kernels/weight.h"
+#include "moge/parallel/local_comm.h"
+#include "moge/sim/cost.h"
+#include "moge/sim/hardware.h"
+
+namespace moge::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using kernels::Weight;
+using kernels::WeightFormat;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Settings {
+  bool quick = false;
+  int64_t dim = 2048;                   // weights [dim, dim], [dim/2, dim] and [dim, dim/2]
+  size_t ring_bytes = size_t(1) << 30;  // weights cycled through: far beyond the caches
+  double target_s = 0.3;                // time each row count runs at least
+  // Upper ends of the row buckets (the profile's max_rows); the last bucket is unbounded.
+  std::vector<int64_t> gemv_rows = {1, 2, 4, 8, 16}, gemm_rows = {32, 64, 128, 256, 512};
+  int64_t attn_context = 2048, attn_prefill = 512;
+  int64_t coll_big_floats = int64_t(8) << 20;  // 32 MB gathered
+  int coll_small_calls = 200, coll_big_calls = 10;
+
+  static Settings make(bool quick) {
+    Settings s;
+    if (!quick) return s;
+    s.quick = true;
+    s.dim = 512;
+    s.ring_bytes = size_t(16) << 20;
+    s.target_s = 0.01;
+    s.gemv_rows = {1, 16};
+    s.gemm_rows = {64, 128};
+    s.attn_context = 256;
+    s.attn_prefill = 64;
+    s.coll_big_floats = int64_t(1) << 18;
+    s.coll_small_calls = 20;
+    s.coll_big_calls = 3;
+    return s;
+  }
+};
+
+// The row counts measured for the bucket (lo, hi]: up to three spread over it, hi included. A
+// model's experts get any count (tokens routed to them), and oneDNN's speed depends on it (a
+// count that is not a multiple of 32 runs as two executions, matmul.h), so one aligned count
+// would flatter the bucket.
+std::vector<int64_t> bucket_rows(int64_t lo, int64_t hi) {
+  std::vector<int64_t> rows;
+  for (int k = 1; k <= 3; ++k) {
+    const int64_t r = lo + (hi - lo) * k / 3;
+    if (r > lo && (rows.empty() || r > rows.back())) rows.push_back(r);
+  }
+  if (rows.empty() || rows.back() != hi) rows.push_back(hi);
+  return rows;
+}
+
+constexpr WeightFormat kFormats[] = {WeightFormat::f32, WeightFormat::bf16, WeightFormat::q8, WeightFormat::q4};
+const char* format_type(WeightFormat f) {  // the profile's compute-type name
+  return f == WeightFormat::f32 ? "f32" : f == WeightFormat::bf16 ? "bf16" : f == WeightFormat::q8 ? "int8" : "int4";
+}
+
+// The best of three windows of fn's mean time a call (each window: calls until target_s / 3 has
+// passed, at least 3). Interference (other processes, the VM's bandwidth swings) only slows a
+// window down, so the fastest is the machine's own speed; `moge bench` keeps its best repetition
+// for the same reason.
+template <typename Fn>
+double best_of_3(Fn&& fn, double target_s) {
+  double w[3];
+  for (double& t : w) {
+    int64_t calls = 0;
+    const auto t0 = Clock::now();
+    double elapsed = 0;
+    do {
+      fn();
+      ++calls;
+      elapsed = since(t0);
+    } while (elapsed < target_s / 3 || calls < 3);
+    t = elapsed / double(calls);
+  }
+  return *std::min_element(w, w + 3);
+}
+
+// A kernel's cost: seconds, FLOPs and bytes (as the cost model counts them) of one call, or
+// summed over several calls.
+struct Cost {
+  double seconds = 0, flops = 0, bytes = 0, calls = 0;
+  Cost& operator+=(const Cost& o) {
+    seconds += o.seconds, flops += o.flops, bytes += o.bytes, calls += o.calls;
+    return *this;
+  }
+};
+
+// Weights in `format`, shapes taking turns (the square [dim, dim] of attention and the [dim/2,
+// dim] and [dim, dim/2] of an expert's gate/up and down), copied until about `bytes`, used slot
+// after slot: a GEMV then streams its weights from memory as in a model far larger than the
+// caches (the L3 of a server CPU can hold a small model's whole layer), and each call pays
+// whatever a new weight costs a GEMM (oneDNN packs it).
+class WeightRing {
+ public:
+  WeightRing(WeightFormat format, int64_t dim, size_t bytes) {
+    const int64_t shapes[3][2] = {{dim, dim}, {dim / 2, dim}, {dim, dim / 2}};
+    Rng rng(7);
+    std::vector<Weight> base;
+    for (const auto& [out, in] : shapes) {
+      Tensor t({out, in});
+      for (int64_t i = 0; i < out * in; ++i) t.f32()[i] = 0.02f * rng.normal();
+      base.push_back(Weight::from_f32(t, format));
+    }
+    size_t total = 0;
+    for (size_t i = 0; total < bytes || i < 6; ++i) {
+      const Weight& w = base[i % 3];
+      total += w.bytes();
+      storage_.emplace_back(w.bytes() + 64);
+      slots_.push_back(copy(w, storage_.back().data()));
+    }
+  }
+
+  // One call of linear(rows) on each shape in turn, the slots cycling: the best window's time
+  // (best_of_3) a call, and the mean FLOPs and bytes of a call.
+  Cost time_linear(int64_t rows, double target_s, double activation_bytes) const {
+    const int64_t in = slots_[0].in();  // dim: the widest input
+    std::vector<float> x(static_cast<size_t>(rows * in)), y(static_cast<size_t>(rows * in));
+    Rng rng(3);
+    for (float& v : x) v = rng.normal();
+    for (size_t i = 0; i < 3; ++i) kernels::linear(rows, x.data(), slots_[i].ref(), y.data());  // warm-up
+    size_t next = 0;
+    Cost c;
+    c.calls = 1;
+    c.seconds = best_of_3([&] { kernels::linear(rows, x.data(), slots_[next++ % slots_.size()].ref(), y.data()); },
+                            target_s);
+    for (size_t i = 0; i < 3; ++i) {
+      const Weight& w = slots_[i];
+      c.flops += 2.0 * rows * w.in() * w.out() / 3;
+      c.bytes += (double(w.in()) * w.out() * wbytes() + rows * double(w.in() + w.out()) * activation_bytes) / 3;
+    }
+    return c;
+  }
+
+ private:
+  // Bytes a weight as the cost model counts them (int8 1, int4 18/32; the scales of int8 not).
+  double wbytes() const {
+    const char* type = format_type(slots_[0].format());
+    return sim::weight_bytes_per_element(sim::parse_weight_type(type));
+  }
+  // A view of w's arrays copied to dst.
+  static Weight copy(const Weight& w, std::byte* dst) {
+    const kernels::WeightRef& r = w.ref();
+    const int64_t out = w.out(), in = w.in();
+    switch (w.format()) {
+      case WeightFormat::f32:
+      case WeightFormat::bf16: {
+        const bool f32 = w.format() == WeightFormat::f32;
+        std::memcpy(dst, r.dense.data, size_t(out * in) * (f32 ? 4 : 2));
+        return Weight::dense(Tensor::view(dst, {out, in}, f32 ? DType::f32 : DType::bf16));
+      }
+      case WeightFormat::q8: {
+        std::memcpy(dst, r.q8.q, size_t(out * in));
+        Tensor scale({out});
+        std::memcpy(scale.f32(), r.q8.scale, size_t(out) * 4);
+        return Weight::q8_view(reinterpret_cast<const int8_t*>(dst), std::move(scale), out, in);
+      }
+      case WeightFormat::q4: {
+        const size_t qb = size_t(out * in / 2), sb = size_t(out * (in / 32)) * 2;
+        std::memcpy(dst, r.q4.qs, qb);
+        std::memcpy(dst + qb, r.q4.scale, sb);
+        return Weight::q4_view(reinterpret_cast<const uint8_t*>(dst), reinterpret_cast<const uint16_t*>(dst + qb), out,
+                               in);
+      }
+    }
+    return {};
+  }
+
+  std::vector<AlignedBuffer> storage_;
+  std::vector<Weight> slots_;
+};
+
+// The attention kernel at the shape of a 2 GB-class model (16 query heads, 4 KV heads, 128 wide):
+// one decode query against `context` cached positions, or a whole causal prefill of `tokens`.
+double time_attention(int64_t context, int64_t tokens, double target_s) {
+  const kernels::AttentionShape shape{16, 4, 128};
+  const int64_t q_elems = tokens * shape.heads * shape.head_dim, kv_elems = context * shape.kv_heads * shape.head_dim;
+  std::vector<float> q(static_cast<size_t>(q_elems)), k(static_cast<size_t>(kv_elems)), v(k.size()), out(q.size());
+  Rng rng(5);
+  for (auto* a : {&q, &k, &v})
+    for (float& x : *a) x = rng.normal();
+  const int64_t first = context - tokens;
+  auto once = [&] { kernels::attention_forward(q.data(), k.data(), v.data(), out.data(), tokens, first, shape); };
+  once();
+  return best_of_3(once, target_s);
+}
+
+// SwiGLU over `bytes` / 12 elements (read g and u, write h: 12 bytes an element), the model of
+// the element-wise kernels between the matmuls: seconds a call.
+double time_elementwise(size_t bytes, double target_s) {
+  const size_t n = bytes / 12;
+  std::vector<float> g(n, 0.5f), u(n, 0.25f), h(n);
+  auto once = [&] { kernels::swiglu_forward(g.data(), u.data(), h.data(), int64_t(n)); };
+  once();
+  return best_of_3(once, target_s);
+}
+
+// Mean seconds of `calls` all-gathers (gather) or reduce-scatters of `total` floats over comm,
+// after one warm-up call; every rank makes the same calls, so no rank waits for a stray one.
+double time_collective(parallel::Comm& comm, bool gather, int64_t total, int calls) {
+  const int p = comm.size();
+  const int64_t each = std::max<int64_t>(1, total / p);
+  std::vector<float> send(size_t(gather ? each : each * p), 1.0f), recv(size_t(gather ? each * p : each));
+  auto once = [&] {
+    if (gather) comm.all_gather(send.data(), each, recv.data());
+    else comm.reduce_scatter_sum(send.data(), recv.data(), each);
+  };
+  once();
+  comm.barrier();
+  const auto t0 = Clock::now();
+  for (int i = 0; i < calls; ++i) once();
+  return since(t0) / calls;
+}
+
+// What the devices measured, averaged over them (all measure at once).
+struct Measured {
+  double bandwidth = 0;                // bytes/s, one device's share
+  std::vector<Cost> gemv[4], gemm[4];  // by format and bucket: one call at each of bucket_rows()
+  double tiny[4] = {};                 // linear on [64, 64]-sized weights: the fixed cost of a call
+  double attn_decode = 0, attn_prefill = 0;
+  double elementwise = 0;  // SwiGLU over ring_bytes / 4 (time_elementwise)
+  double coll_small = 0, coll_big = 0;  // seconds of a collective: 1 float a device, coll_big_floats in all
+  int coll_devices = 0;
+};
+
+// Every number of m, in a fixed order, for an all-reduce over devices (and back).
+std::vector<double*> fields(Measured& m) {
+  std::vector<double*> v = {&m.bandwidth, &m.attn_decode, &m.attn_prefill, &m.elementwise, &m.coll_small, &m.coll_big};
+  for (int f = 0; f < 4; ++f) {
+    for (auto* table : {&m.gemv[f], &m.gemm[f]})
+      for (Cost& c : *table) v.insert(v.end(), {&c.seconds, &c.flops, &c.bytes, &c.calls});
+    v.push_back(&m.tiny[f]);
+  }
+  return v;
+}
+
+// Collectives over `comm` (latency: 1 float a device; bandwidth: coll_big_floats in all), the
+// all-gather and reduce-scatter averaged: the cost model charges both the same.
+void measure_collectives(parallel::Comm& comm, const Settings& s, Measured& m) {
+  m.coll_small = (time_collective(comm, true, comm.size(), s.coll_small_calls) +
+                  time_collective(comm, false, comm.size(), s.coll_small_calls)) / 2;
+  m.coll_big = (time_collective(comm, true, s.coll_big_floats, s.coll_big_calls) +
+                time_collective(comm, false, s.coll_big_floats, s.coll_big_calls)) / 2;
+  m.coll_devices = comm.size();
+}
+
+// Every measurement on one device; comm (null for one device) lines the devices up before each.
+Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progress, int step) {
+  Measured m;
+  auto sync = [&](const std::string& what) {
+    if (comm) comm->barrier();
+    if (progress) progress->update(step++, what);
+  };
+  sync("memory bandwidth");
+  m.bandwidth = kernels::measure_read_bandwidth(s.ring_bytes, s.quick ? 2 : 5) * 1e9;
+  for (int f = 0; f < 4; ++f) {
+    const WeightFormat format = kFormats[f];
+    const std::string type = format_type(format);
+    {
+      const WeightRing tiny(format, 64, 0);
+      sync(type + " call overhead");
+      m.tiny[f] = tiny.time_linear(1, s.target_s / 4, 4).seconds;
+    }
+    const WeightRing ring(format, s.dim, s.ring_bytes);
+    for (auto [buckets, table, name] : {std::tuple{&s.gemv_rows, &m.gemv[f], "GEMV"}, {&s.gemm_rows, &m.gemm[f], "GEMM"}})
+      for (size_t b = 0; b < buckets->size(); ++b) {
+        const int64_t lo = b > 0 ? (*buckets)[b - 1] : buckets == &s.gemm_rows ? s.gemv_rows.back() : 0;
+        sync(type + " " + name + " rows " + std::to_string(lo + 1) + ".." + std::to_string((*buckets)[b]));
+        Cost sum;
+        for (int64_t rows : bucket_rows(lo, (*buckets)[b])) sum += ring.time_linear(rows, s.target_s, 4);
+        table->push_back(sum);
+      }
+  }
+  sync("attention");
+  m.attn_decode = time_attention(s.attn_context, 1, s.target_s);
+  m.attn_prefill = time_attention(s.attn_prefill, s.attn_prefill, s.target_s);
+  m.elementwise = time_elementwise(s.ring_bytes / 4, s.target_s);
+  if (comm) {
+    sync("collectives");
+    measure_collectives(*comm, s, m);
+  }
+  if (progress) progress->update(step, "done");
+  return m;
+}
+
+// The best of two rounds: every time the shorter, the bandwidth the higher.
+void keep_best(Measured& best, const Measured& m) {
+  best.bandwidth = std::max(best.bandwidth, m.bandwidth);
+  for (int f = 0; f < 4; ++f) {
+    for (auto [b, n] : {std::pair{&best.gemv[f], &m.gemv[f]}, {&best.gemm[f], &m.gemm[f]}})
+      for (size_t i = 0; i < b->size(); ++i) (*b)[i].seconds = std::min((*b)[i].seconds, (*n)[i].seconds);
+    best.tiny[f] = std::min(best.tiny[f], m.tiny[f]);
+  }
+  for (auto [b, n] : {std::pair{&best.attn_decode, &m.attn_decode}, {&best.attn_prefill, &m.attn_prefill},
+                      {&best.elementwise, &m.elementwise},
+                      {&best.coll_small, &m.coll_small}, {&best.coll_big, &m.coll_big}})
+    *b = std::min(*b, *n);
+}
+
+int measurement_count(const Settings& s) {
+  return 2 + 4 * int(1 + s.gemv_rows.size() + s.gemm_rows.size()) + 1;
+}
+
+std::string cpu_model() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(line.find_first_not_of(' ', colon + 1));
+    }
+  return "unknown CPU";
+}
+
+// /proc/meminfo fields in bytes (MemTotal, MemAvailable).
+double meminfo_bytes(const std::string& key) {
+  std::ifstream in("/proc/meminfo");
+  std::string name;
+  double kb = 0;
+  std::string unit;
+  while (in >> name >> kb >> unit)
+    if (name == key + ":") return kb * 1024;
+  return 0;
+}
+
+double round_sig(double v, int digits = 4) {
+  if (v == 0 || !std::isfinite(v)) return v;
+  const double scale = std::pow(10.0, digits - 1 - int(std::floor(std::log10(std::abs(v)))));
+  return std::round(v * scale) / scale;
+}
+
+// The profile from the averaged measurements. A kernel's efficiencies are its achieved FLOP/s
+// over the peak and its achieved bytes/s over the bandwidth, both from its time less the fixed
+// call cost, so the cost model's roofline, max(FLOPs / (peak·c), bytes / (bw·m)) + overhead,
+// gives back the measured time at the measured shape (both terms equal it).
+nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, int threads_per_device,
+                             const std::string& backend) {
+  using nlohmann::json;
+  const double bw = m.bandwidth, act = 4;  // the engine's activations are f32
+  std::vector<double> tiny(std::begin(m.tiny), std::end(m.tiny));
+  std::sort(tiny.begin(), tiny.end());
+  const double overhead = (tiny[1] + tiny[2]) / 2;  // median of the four formats
+  json peaks = json::object(), gemm = json::array(), gemv = json::array();
+  for (int f = 0; f < 4; ++f) {
+    const char* type = format_type(kFormats[f]);
+    auto rates = [&](const Cost& c) {  // {FLOP/s, bytes/s}, the fixed cost of the calls taken off
+      const double run = std::max(c.seconds - c.calls * overhead, 0.5 * c.seconds);
+      return std::pair{c.flops / run, c.bytes / run};
+    };
+    // Peak: the highest FLOP/s of any bucket (a large GEMM as a rule; moge's int8 kernels are
+    // made for small row counts and may peak below the largest), so every fraction is <= 1.
+    double peak = 0;
+    for (const auto* table : {&m.gemv[f], &m.gemm[f]})
+      for (const Cost& c : *table) peak = std::max(peak, rates(c).first);
+    peaks[type] = round_sig(peak / 1e12);
+    auto row = [&](const Cost& c, int64_t max_rows, bool last) {
+      const auto [flops, bytes] = rates(c);
+      json r = {{"type", type},
+                {"compute", round_sig(std::clamp(flops / peak, 1e-4, 1.0), 3)},
+                {"memory", round_sig(std::clamp(bytes / bw, 1e-4, 1.0), 3)}};
+      if (!last) r["max_rows"] = max_rows;
+      return r;
+    };
+    for (size_t i = 0; i < s.gemv_rows.size(); ++i)
+      gemv.push_back(row(m.gemv[f][i], s.gemv_rows[i], i + 1 == s.gemv_rows.size()));
+    for (size_t i = 0; i < s.gemm_rows.size(); ++i)
+      gemm.push_back(row(m.gemm[f][i], s.gemm_rows[i], i + 1 == s.gemm_rows.size()));
+  }
+  const double peak_bf16 = peaks["bf16"].get<double>() * 1e12;
+  // Attention as the cost model counts it (predict.cpp), the cache in f32 as the engine keeps it.
+  const double H = 16, KV = 4, hd = 128, C = double(s.attn_context), L = double(s.attn_prefill);
+  auto attn_row = [&](double flops, double bytes, double t, bool decode) {
+    const double run = std::max(t - overhead, 0.5 * t);
+    json r = {{"type", "bf16"},
+              {"compute", round_sig(std::clamp(flops / run / peak_bf16, 1e-4, 1.0), 3)},
+              {"memory", round_sig(std::clamp(bytes / run / bw, 1e-4, 1.0), 3)}};
+    if (decode) r["max_rows"] = 1;
+    return r;
+  };
+  json attention = json::array(
+      {attn_row(4 * H * hd * C, 2 * H * hd * act + C * 2 * KV * hd * 4 + 2 * KV * hd * act, m.attn_decode, true),
+       attn_row(4 * H * hd * L * (L + 1) / 2, L * 2 * H * hd * act + L * 2 * KV * hd * (act + 4), m.attn_prefill, false)});
+
+  // Collectives: the local comm reads the peers' buffers directly (one synchronization a call),
+  // so latency + (p-1)/p · S / bandwidth with one step. Under MPI at p = 2 a ring is one step too.
+  // The default efficiency: compute as bf16 at the largest row count, memory as the element-wise
+  // kernels stream (the cost model costs them with it, predict.cpp).
+  const double ew_bytes = double(s.ring_bytes / 4 / 12) * 12;
+  json default_eff = {{"compute", gemm[2 * s.gemm_rows.size() - 1]["compute"]},
+                      {"memory", round_sig(std::clamp(ew_bytes / std::max(m.elementwise - overhead, 0.5 * m.elementwise) / bw,
+                                                      1e-4, 1.0), 3)}};
+  json tier;
+  {
+    const int p = m.coll_devices;
+    const double bytes = double(s.coll_big_floats) * 4;
+    const double latency = m.coll_small;
+    const double bandwidth = double(p - 1) / p * bytes / std::max(m.coll_big - latency, 1e-9);
+    tier = {{"latency_us", round_sig(latency * 1e6)}, {"bandwidth_gb_s", round_sig(bandwidth / 1e9)},
+            {"algorithm", "direct"}};
+  }
+  const double total = meminfo_bytes("MemTotal"), available = meminfo_bytes("MemAvailable");
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  const std::string cpu = cpu_model(), tpd = std::to_string(threads_per_device);
+  const std::string full = std::to_string(s.dim), half = std::to_string(s.dim / 2);
+  const std::string dims = full + "x" + full + ", " + half + "x" + full + " and " + full + "x" + half;
+  json j = {
+      {"name", "this CPU (" + cpu + "): " + std::to_string(devices) + " device(s) of " + tpd + " thread(s)"},
+      {"devices_per_node", devices},
+      {"nodes", 1},
+      {"devices_per_card", 1},
+      {"device",
+       {{"peak_tflops", peaks},
+        {"memory_bandwidth_gb_s", round_sig(bw / 1e9)},
+        {"memory_capacity_gib", round_sig(total / devices / gib)},
+        {"memory_reserved_gib", round_sig((total - available) / devices / gib)},
+        {"activation_bytes", 4},
+        {"kernel_overhead_us", round_sig(overhead * 1e6)},
+        {"kernels_per_expert", 4}}},
+      {"efficiency",
+       {{"default", default_eff},
+        {"gemv_max_rows", s.gemv_rows.back()},
+        {"gemm", gemm},
+        {"gemv", gemv},
+        {"attention", attention}}},
+      {"interconnect", {{"intra_node", tier}, {"inter_node", tier}}},
+      {"sources",
+       {"measured by moge sim calibrate" + std::string(s.quick ? " --quick" : "") + " on " + cpu + ", " + date + ", " +
+        std::to_string(threads_per_device * devices) + " thread(s) in all, " + std::to_string(devices) +
+        " device(s) of " + tpd +
+        ", collectives through " + backend}},
+      {"assumptions",
+       {"peak_tflops: the highest FLOP/s measured per type (kernels::linear on " + dims + " weights, rows 1 to " +
+            std::to_string(s.gemm_rows.back()) + "), not a datasheet figure; int4 is moge's Q4 (W4A8) kernel.",
+        "Efficiencies: per row bucket, achieved FLOP/s over that peak and bytes/s over memory_bandwidth_gb_s, from "
+        "the time less kernel_overhead_us a call, over one call at each of up to three row counts spread over the "
+        "bucket (unaligned counts included: experts get any) on each of " + dims + " weights, cycled through " +
+            std::to_string(s.ring_bytes >> 20) + " MiB of copies (so GEMVs read memory, not cache); bytes as the "
+            "cost model counts them (int8 1 byte a weight, int4 18/32), activations f32.",
+        "kernel_overhead_us: the median over the four types of a call on 64x64-sized weights (one row). "
+        "kernels_per_expert: moge runs gate, up, SwiGLU and down per expert (moe/mlp.cpp), not a grouped matmul.",
+        "memory_bandwidth_gb_s: kernels/membw's read probe, all devices reading at once (one device's share).",
+        "efficiency.default: compute as bf16 at the largest row count; memory from kernels::swiglu_forward over " +
+            std::to_string(s.ring_bytes / 4 >> 20) + " MiB (the element-wise kernels' model).",
+        "attention: kernels::attention_forward with 16 query and 4 KV heads of 128, f32 cache; compute as a "
+        "fraction of the bf16 peak (the cost model costs attention as bf16).",
+        "memory_capacity_gib: MemTotal / devices; memory_reserved_gib: what was in use (MemTotal - MemAvailable) "
+        "when calibrated.",
+        "Collectives: mean of all_gather and reduce_scatter_sum; latency from 1 float a device, bandwidth from " +
+            std::to_string(s.coll_big_floats * 4 >> 20) + " MB in all over " + std::to_string(m.coll_devices) +
+            " devices; inter_node is a copy of intra_node (one machine)."}}};
+  return j;
+}
+
+struct CalibrateArgs {
+  std::string output, devices;
+  int threads = 0, rounds = 1;
+  bool quick = false;
+};
+
+void run_calibrate(const CalibrateArgs& a) {
+  const Settings s = Settings::make(a.quick);
+  const DevicesSpec spec = parse_devices(a.devices);
+  const int threads = a.threads > 0 ? a.threads : omp_get_max_threads();
+  if (a.threads > 0) omp_set_num_threads(a.threads);
+  std::string backend = spec.kind == DevicesSpec::Kind::mpi ? "MPI (MpiComm)" : "local devices (run_on_devices)";
+  run_on(spec, threads, [&](parallel::Comm* comm, int device) {
+    const bool main = device == 0;
+    std::unique_ptr<Progress> progress;
+    if (main) progress = std::make_unique<Progress>("calibrate", a.rounds * measurement_count(s), "measurements");
+    const int count = measurement_count(s);
+    Measured m = measure_device(comm, s, progress.get(), 0);
+    for (int r = 1; r < a.rounds; ++r) keep_best(m, measure_device(comm, s, progress.get(), r * count));
+    const int devices = comm ? comm->size() : 1;
+    if (comm) {
+      const std::vector<double*> f = fields(m);
+      std::vector<double> v;
+      for (double* x : f) v.push_back(*x);
+      comm->all_reduce_sum(v.data(), int64_t(v.size()));
+      for (size_t i = 0; i < v.size(); ++i) *f[i] = v[i] / devices;
+    } else {
+      // One device has no peers: the intra-node tier is measured between two local devices
+      // sharing the threads, so the profile still says what a collective costs here.
+      if (progress) progress->update(a.rounds * measurement_count(s) - 1, "collectives (2 local devices)");
+      Measured c;
+      parallel::run_on_devices(2, [&](parallel::Comm& two, int d) {
+        Measured mine;
+        measure_collectives(two, s, mine);
+        if (d == 0) c = mine;
+      }, std::max(1, threads / 2));
+      m.coll_small = c.coll_small, m.coll_big = c.coll_big, m.coll_devices = c.coll_devices;
+      backend = "2 local devices (run_on_devices)";
+    }
+    if (!main) return;
+    progress->finish();
+    // Local devices share the threads; MPI ranks each run -t of their own.
+    const int per_device = spec.kind == DevicesSpec::Kind::mpi ? threads : std::max(1, threads / devices);
+    const nlohmann::json j = build_profile(m, s, devices, per_device, backend);
+    const std::string text = j.dump(2) + "\n";
+    const std::string name = a.output.empty() ? "calibrated profile" : a.output;
+    sim::HardwareProfile::from_json_text(text, name);  // what we write must load
+    if (a.output.empty()) {
+      std::printf("%s", text.c_str());
+    } else {
+      write_file_atomically(a.output, text);
+      std::fprintf(stderr, "calibrate: wrote %s\n", a.output.c_str());
+    }
+  });
+}
+
+}  // namespace
+
+void add_sim_calibrate_command(CLI::App& sim) {
+  auto a = std::make_shared<CalibrateArgs>();
+  CLI::App* cmd = sim.add_subcommand("calibrate", "measure this machine's CPU into a hardware profile (JSON)");
+  cmd->add_option("-o,--output", a->output, "profile to write (default: print it)");
+  cmd->add_option("-t,--threads", a->threads, "threads in all (default: all cores)");
+  cmd->add_option("--rounds", a->rounds, "measure everything this many times, keep the best of each (a busy machine)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100));
+  cmd->add_flag("--quick", a->quick, "small, short measurements (seconds; for tests, not for predictions)");
+  cmd->add_option("--devices", a->devices,
+                  "devices the profile describes: D in-process devices sharing the threads, or 'mpi' (one a rank, "
+                  "under mpirun)");
+  cmd->callback([a] { run_calibrate(*a); });
+}
+
+}  // namespace moge::cli
