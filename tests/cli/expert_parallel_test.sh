@@ -4,7 +4,9 @@
 # the single-device run within 1e-6 relative (the library test states why not bitwise);
 # `moge generate --devices` prints the same text and a load table with IS 0 for MoGE; and a
 # checkpoint that lacks one device's experts ends every rank within seconds, with the error
-# naming the device and the experts, before any forward pass.
+# naming the device and the experts, before any forward pass. `moge bench --devices 4
+# --isolate-experts --json` reports every device's load: equal pairs in every layer for MoGE, not
+# for top-k, and expert-time ratios against perfect balance that are >= 1.
 set -euo pipefail
 moge=$1
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -88,4 +90,20 @@ rc=0
 "$moge" logits -m "$dir/broken" --tokens "$tokens" -o "$dir/x.npy" --devices 8 -t 1 2> "$dir/local.err" || rc=$?
 [ "$rc" = 1 ] && [ "$(wc -l < "$dir/local.err")" = 1 ] && grep -q "device 3" "$dir/local.err" \
   || { echo "local devices: rc $rc"; cat "$dir/local.err"; exit 1; } >&2
+for model in tiny-moge tiny-topk; do
+  "$moge" bench -m "$src/models/$model" -p 32 -n 2 -r 3 -t 2 --devices 4 --isolate-experts --json > "$dir/bench.json" \
+    2> /dev/null
+  /usr/bin/python3 - "$dir/bench.json" "$model" <<'PY'
+import json, sys
+ep = json.load(open(sys.argv[1]))["expert_parallel"]
+assert ep["devices"] == 4 and ep["isolated_expert_timing"] is True, ep.keys()
+layers = ep["per_device_layer"]
+pairs = [[l["pairs"] for l in device] for device in layers]
+equal = all(len({device[i] for device in pairs}) == 1 for i in range(len(pairs[0])))
+assert equal == (sys.argv[2] == "tiny-moge"), (sys.argv[2], pairs)
+# Two measured repetitions (the first is a warm-up) of a 32-token prefill and 2 decode steps.
+assert all(l["calls"] == 2 * 3 for device in layers for l in device), layers[0]
+assert ep["expert_time_over_balanced"] >= 1 and ep["expert_time_over_balanced_best"] >= 1, ep
+PY
+done
 echo "expert parallelism CLI: ok"

@@ -39,7 +39,7 @@ void add_bench_command(CLI::App& app) {
   struct Args {
     std::string model, dtype = "bf16", devices, dispatch, load_svg;
     int prompt = 512, gen = 128, threads = 0, repetitions = 2;
-    bool json = false;
+    bool json = false, isolate_experts = false;
   };
   auto a = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("bench", "prompt and generation throughput of a model (llama-bench style)");
@@ -52,6 +52,9 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--json", a->json, "print JSON");
   add_devices_options(cmd, a->devices, a->dispatch);
   cmd->add_option("--load-svg", a->load_svg, "with --devices: write the device x layer load heat map (SVG)");
+  cmd->add_flag("--isolate-experts", a->isolate_experts,
+                "with --devices: devices take turns running their routed experts, each timed alone (for the "
+                "expert time against perfect balance where devices outnumber cores)");
   cmd->callback([a] {
     check(a->prompt > 0 && a->gen > 0 && a->repetitions > 0, "-p, -n and -r must be positive");
     if (a->threads > 0) omp_set_num_threads(a->threads);
@@ -61,6 +64,7 @@ void add_bench_command(CLI::App& app) {
     const bool main = device == 0;
     if (main) std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
     DeviceModel dm(a->model, format, comm, a->dispatch);
+    if (dm.runner()) dm.runner()->set_isolated_expert_timing(a->isolate_experts);
     const model::Model& m = dm.model();
     const model::ModelConfig& c = m.config();
     Rng rng(1);
@@ -69,6 +73,7 @@ void add_bench_command(CLI::App& app) {
     std::vector<float> logits(c.vocab_size);
 
     double pp = 0, tg = 0;
+    std::vector<std::vector<std::vector<parallel::LayerLoad>>> rep_loads;  // per measured repetition
     for (int r = 0; r < a->repetitions; ++r) {
       if (main) std::fprintf(stderr, "bench: pp%d / tg%d, repetition %d/%d\n", a->prompt, a->gen, r + 1, a->repetitions);
       model::KvCache cache(c, a->prompt + a->gen);
@@ -80,9 +85,12 @@ void add_bench_command(CLI::App& app) {
       tg = std::max(tg, a->gen / since(t1));
       // The first repetition warms up (oneDNN creates its primitives for new shapes, inside the
       // experts' timed work): the load report covers the repetitions after it.
-      if (r == 0 && a->repetitions > 1 && dm.runner()) dm.runner()->reset_load();
+      if (dm.runner()) {
+        if (r > 0 || a->repetitions == 1) rep_loads.push_back(dm.gather_loads());
+        dm.runner()->reset_load();
+      }
     }
-    const auto loads = dm.gather_loads();
+    const auto loads = sum_loads(rep_loads);
     if (!main) return;
     const double bytes = double(m.decode_weight_bytes());
     const double decode_gbs = bytes * tg / 1e9;
@@ -102,7 +110,11 @@ void add_bench_command(CLI::App& app) {
                           {"decode_weight_bytes_per_token", bytes}, {"decode_weight_gbs", decode_gbs},
                           {"stream_read_gbs", stream_gbs}, {"fraction_of_stream", decode_gbs / stream_gbs},
                           {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb}};
-      if (!loads.empty()) j["expert_parallel"] = device_loads_json(loads, dm.scheme());
+      if (!loads.empty()) {
+        j["expert_parallel"] = device_loads_json(loads, dm.scheme());
+        j["expert_parallel"]["isolated_expert_timing"] = a->isolate_experts;
+        j["expert_parallel"]["expert_time_over_balanced_best"] = expert_time_over_balanced_best(rep_loads);
+      }
       std::printf("%s\n", j.dump(2).c_str());
       if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
       return;
@@ -118,6 +130,9 @@ void add_bench_command(CLI::App& app) {
                 kernels::matmul_isa(), kernels::quant_kernel_name());
     if (loads.empty()) return;
     print_device_loads(loads, dm.scheme(), stdout);
+    if (rep_loads.size() > 1)
+      std::printf("routed experts, least disturbed repetition per device: %.3f x the perfectly balanced time\n",
+                  expert_time_over_balanced_best(rep_loads));
     if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
     });
   });

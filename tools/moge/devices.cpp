@@ -91,6 +91,35 @@ double expert_time_over_balanced(const std::vector<std::vector<parallel::LayerLo
   return balanced > 0 ? step / balanced : 1.0;
 }
 
+double expert_time_over_balanced_best(const std::vector<std::vector<std::vector<parallel::LayerLoad>>>& repetitions) {
+  if (repetitions.empty() || repetitions[0].empty()) return 1.0;
+  const size_t devices = repetitions[0].size(), layers = repetitions[0][0].size();
+  double step = 0, balanced = 0;
+  for (size_t i = 0; i < layers; ++i) {
+    double slowest = 0, sum = 0;
+    for (size_t d = 0; d < devices; ++d) {
+      double best = repetitions[0][d][i].expert_cpu_s;
+      for (const auto& r : repetitions) best = std::min(best, r[d][i].expert_cpu_s);
+      slowest = std::max(slowest, best);
+      sum += best;
+    }
+    step += slowest;
+    balanced += sum / double(devices);
+  }
+  return balanced > 0 ? step / balanced : 1.0;
+}
+
+std::vector<std::vector<parallel::LayerLoad>> sum_loads(
+    const std::vector<std::vector<std::vector<parallel::LayerLoad>>>& repetitions) {
+  std::vector<std::vector<parallel::LayerLoad>> total;
+  for (const auto& r : repetitions) {
+    if (total.empty()) total.assign(r.size(), std::vector<parallel::LayerLoad>(r.empty() ? 0 : r[0].size()));
+    for (size_t d = 0; d < r.size(); ++d)
+      for (size_t i = 0; i < r[d].size(); ++i) total[d][i] += r[d][i];
+  }
+  return total;
+}
+
 void print_device_loads(const std::vector<std::vector<parallel::LayerLoad>>& loads, const std::string& scheme,
                         std::FILE* out) {
   const size_t devices = loads.size(), layers = devices ? loads[0].size() : 0;

@@ -61,4 +61,13 @@ void write_device_heatmap(const std::string& path, const std::vector<std::vector
 // device's expert time over Σ of the devices' mean (LayerLoad::expert_step_s / _balanced_s).
 double expert_time_over_balanced(const std::vector<std::vector<parallel::LayerLoad>>& loads);
 
+// The same from the least disturbed run: per device and layer, the least routed-expert time
+// over the repetitions (each a [device][layer] load); then Σ over layers of the slowest device's
+// over Σ of the devices' mean. The usual defence of a benchmark against interference (another
+// process, a noisy neighbour of the VM), which the max over devices would otherwise amplify.
+double expert_time_over_balanced_best(const std::vector<std::vector<std::vector<parallel::LayerLoad>>>& repetitions);
+// Σ over the repetitions.
+std::vector<std::vector<parallel::LayerLoad>> sum_loads(
+    const std::vector<std::vector<std::vector<parallel::LayerLoad>>>& repetitions);
+
 }  // namespace moge::cli

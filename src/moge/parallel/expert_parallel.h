@@ -54,6 +54,8 @@ struct LayerLoad {
   // on every device). expert_step_s / expert_balanced_s is the expert part's time against
   // perfect balance (total work / D).
   double expert_cpu_s = 0, expert_step_s = 0, expert_balanced_s = 0;
+
+  LayerLoad& operator+=(const LayerLoad& o);  // the sums of two runs
 };
 
 // Every device's loads, on every device (a collective): [device][layer].
@@ -70,6 +72,11 @@ class ExpertParallelMoe : public model::MoeRunner {
   DispatchScheme scheme() const { return scheme_; }
   const std::vector<LayerLoad>& load() const { return load_; }  // this device's, per layer
   void reset_load();
+  // Devices take turns running their routed experts, so that each is timed alone (what D
+  // devices with their own cores would measure, on a machine with fewer cores than devices),
+  // and keep the least of three runs of them (a noisy machine's interference only adds time).
+  // Slower (D barriers a layer, experts run 3 times); for the expert time against perfect balance.
+  void set_isolated_expert_timing(bool on) { isolate_experts_ = on; }
 
  private:
   void run_all_gather(LayerLoad& load, const moe::MoeLayer& moe, const float* x, int64_t tokens, float* y,
@@ -88,6 +95,7 @@ class ExpertParallelMoe : public model::MoeRunner {
   DispatchScheme scheme_;
   std::vector<LayerLoad> load_;
   std::vector<int> device_of_;  // expert -> device, for the balance metrics
+  bool isolate_experts_ = false;
   // Scratch reused across calls.
   std::vector<float> rows_in_, rows_out_, partial_, recv_in_, recv_out_;
   std::vector<int32_t> send_expert_, recv_expert_;
