@@ -7,12 +7,14 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
 #include "devices.h"
 #include "moge/core/error.h"
 #include "moge/core/rng.h"
+#include "moge/kernels/gemv_bf16.h"
 #include "moge/kernels/matmul.h"
 #include "moge/kernels/membw.h"
 #include "moge/kernels/weight.h"
@@ -31,6 +33,18 @@ uintmax_t safetensors_bytes(const std::string& dir) {
   for (const auto& e : std::filesystem::directory_iterator(dir))
     if (e.path().extension() == ".safetensors") total += e.file_size();
   return total;
+}
+
+// The kernel the decode GEMVs of `format` weights run (the prompt's GEMMs: oneDNN, matmul_isa).
+std::string decode_kernel(kernels::WeightFormat format) {
+  switch (format) {
+    case kernels::WeightFormat::q8:
+    case kernels::WeightFormat::q4: return std::string("quant ") + kernels::quant_kernel_name();
+    case kernels::WeightFormat::bf16:
+      if (kernels::gemv_bf16_supported()) return "gemv_bf16 avx512_bf16";
+      [[fallthrough]];
+    default: return std::string("onednn ") + kernels::matmul_isa();
+  }
 }
 
 }  // namespace
@@ -109,7 +123,9 @@ void add_bench_command(CLI::App& app) {
                           {"tg_tokens", a->gen},     {"tg_tokens_per_s", tg},
                           {"decode_weight_bytes_per_token", bytes}, {"decode_weight_gbs", decode_gbs},
                           {"stream_read_gbs", stream_gbs}, {"fraction_of_stream", decode_gbs / stream_gbs},
-                          {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb}};
+                          {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb},
+                          {"gemm_isa", kernels::matmul_isa()}, {"quant_kernel", kernels::quant_kernel_name()},
+                          {"decode_kernel", decode_kernel(format)}};
       if (!loads.empty()) {
         j["expert_parallel"] = device_loads_json(loads, dm.scheme());
         j["expert_parallel"]["isolated_expert_timing"] = a->isolate_experts;
@@ -126,8 +142,8 @@ void add_bench_command(CLI::App& app) {
     std::printf("\ndecode reads %.3f GB of weights a token: %.2f GB/s, %.0f%% of the %.2f GB/s read bandwidth "
                 "measured now\n",
                 bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
-    std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, quantized kernel %s\n", rss_gb, file_gb,
-                kernels::matmul_isa(), kernels::quant_kernel_name());
+    std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, decode GEMV %s\n", rss_gb, file_gb,
+                kernels::matmul_isa(), decode_kernel(format).c_str());
     if (loads.empty()) return;
     print_device_loads(loads, dm.scheme(), stdout);
     if (rep_loads.size() > 1)

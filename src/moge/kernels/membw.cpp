@@ -42,28 +42,30 @@ float sum_portable(const float* p, size_t n) {
 
 }  // namespace
 
+double read_bandwidth_once(const float* p, size_t n) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  static volatile float sink = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  float sum = 0;
+#pragma omp parallel reduction(+ : sum)
+  {
+    // Contiguous 64-byte-aligned slices, one a thread (the buffer is 64-byte aligned).
+    const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num());
+    const size_t lines = n / 16, l0 = lines * t / nt, l1 = lines * (t + 1) / nt;
+    const size_t begin = l0 * 16, end = t + 1 == nt ? n : l1 * 16;
+    sum += avx512 ? sum_avx512(p + begin, end - begin) : sum_portable(p + begin, end - begin);
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  sink = sink + sum;
+  return double(n * sizeof(float)) / s / 1e9;
+}
+
 double measure_read_bandwidth(size_t bytes, int repeats) {
   const size_t n = bytes / sizeof(float);
   AlignedBuffer buffer(n * sizeof(float));  // zero-filled: every page is touched before timing
   const float* p = reinterpret_cast<const float*>(buffer.data());
-  const bool avx512 = __builtin_cpu_supports("avx512f");
   double best = 0;
-  volatile float sink = 0;
-  for (int r = 0; r < repeats; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    float sum = 0;
-#pragma omp parallel reduction(+ : sum)
-    {
-      // Contiguous 64-byte-aligned slices, one a thread (the buffer is 64-byte aligned).
-      const size_t nt = size_t(omp_get_num_threads()), t = size_t(omp_get_thread_num());
-      const size_t lines = n / 16, l0 = lines * t / nt, l1 = lines * (t + 1) / nt;
-      const size_t begin = l0 * 16, end = t + 1 == nt ? n : l1 * 16;
-      sum += avx512 ? sum_avx512(p + begin, end - begin) : sum_portable(p + begin, end - begin);
-    }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    sink = sink + sum;
-    best = std::max(best, double(n * sizeof(float)) / s / 1e9);
-  }
+  for (int r = 0; r < repeats; ++r) best = std::max(best, read_bandwidth_once(p, n));
   return best;
 }
 

@@ -61,15 +61,6 @@ QuantKernel auto_kernel() {
   return k;
 }
 
-// --- Per-thread scratch for the prepared activations --------------------------------------------
-
-struct Scratch {
-  std::vector<int8_t> q, x;
-  std::vector<int32_t> corr;
-  std::vector<float> scale;
-};
-thread_local Scratch t_scratch;
-
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 void check_gemm(const char* what, int64_t rows, int64_t ldx, int64_t ldy, int64_t out, int64_t in) {
@@ -298,23 +289,74 @@ void gemm_q4_scalar(const QuantActs& a, const Q4Ref& w, int64_t o_begin, int64_t
 
 }  // namespace detail
 
-// --- Drivers -------------------------------------------------------------------------------------------------
+// --- Activation preparation and drivers ------------------------------------------------------------------
+
+namespace detail {
+
+void prepare_q8(QuantKernel kernel, int64_t rows, const float* x, int64_t ldx, int64_t in, PreparedActs& p) {
+  const int64_t ld = round_up(in, 64);
+  p.x.assign(size_t(rows * ld), 0);
+  p.scale.resize(size_t(rows));
+  const uint8_t flip = kernel == QuantKernel::avx512_vnni ? 0x80 : 0;  // u8 = qx + 128: flip the top bit
+  for (int64_t r = 0; r < rows; ++r) p.scale[r] = quantize_row(x + r * ldx, in, p.x.data() + r * ld, flip);
+  p.acts = {rows, p.x.data(), ld, nullptr, 0, p.scale.data()};
+}
+
+void prepare_q4(QuantKernel kernel, int64_t rows, const float* x, int64_t ldx, int64_t in, PreparedActs& p) {
+  const int64_t nb = in / kQ4Block;
+  p.scale.resize(size_t(rows));
+  if (kernel == QuantKernel::scalar) {
+    p.x.resize(size_t(rows * in));
+    for (int64_t r = 0; r < rows; ++r) p.scale[r] = quantize_activation_row(x + r * ldx, in, p.x.data() + r * in);
+    p.acts = {rows, p.x.data(), in, nullptr, 0, p.scale.data()};
+    return;
+  }
+  const int64_t g = kernel == QuantKernel::avx512_vnni ? 4 : 2;  // blocks per group (vector bytes / 16)
+  const int64_t ngroups = (nb + g - 1) / g;
+  const int64_t ld = ngroups * g * kQ4Block, ldc = ngroups * g * 4;
+  p.tmp.resize(size_t(in));
+  p.x.assign(size_t(rows * ld), 0);
+  p.corr.assign(size_t(rows * ldc), 0);
+  for (int64_t r = 0; r < rows; ++r) {
+    p.scale[r] = quantize_activation_row(x + r * ldx, in, p.tmp.data());
+    int8_t* xr = p.x.data() + r * ld;
+    int32_t* cr = p.corr.data() + r * ldc;
+    for (int64_t b = 0; b < nb; ++b) {
+      const int64_t grp = b / g, j = b % g;
+      const int8_t* qb = p.tmp.data() + b * kQ4Block;
+      int8_t* lo = xr + grp * g * kQ4Block + j * 16;
+      std::memcpy(lo, qb, 16);
+      std::memcpy(lo + g * 16, qb + 16, 16);
+      int32_t sum = 0;
+      for (int k = 0; k < kQ4Block; ++k) sum += qb[k];
+      cr[grp * g * 4 + j * 4] = -8 * sum;
+    }
+  }
+  p.acts = {rows, p.x.data(), ld, p.corr.data(), ldc, p.scale.data()};
+}
+
+Q8RangeFn q8_range_fn(QuantKernel k) {
+  return k == QuantKernel::avx512_vnni ? gemm_q8_avx512 : k == QuantKernel::avx2 ? gemm_q8_avx2 : gemm_q8_scalar;
+}
+
+Q4RangeFn q4_range_fn(QuantKernel k) {
+  return k == QuantKernel::avx512_vnni ? gemm_q4_avx512 : k == QuantKernel::avx2 ? gemm_q4_avx2 : gemm_q4_scalar;
+}
+
+}  // namespace detail
+
+namespace {
+thread_local detail::PreparedActs t_acts;  // reused: no allocation per call
+}
 
 void gemm_q8(int64_t rows, const float* x, int64_t ldx, const Q8Ref& w, float* y, int64_t ldy) {
   check_gemm("gemm_q8", rows, ldx, ldy, w.out, w.in);
   check(w.in <= kQ8MaxIn, "gemm_q8: W " + shape(w.out, w.in) + ": in > " + std::to_string(kQ8MaxIn));
   if (rows == 0) return;
   const QuantKernel kernel = quant_kernel();
-  Scratch& s = t_scratch;
-  const int64_t ld = round_up(w.in, 64);
-  s.x.assign(size_t(rows * ld), 0);
-  s.scale.resize(size_t(rows));
-  const uint8_t flip = kernel == QuantKernel::avx512_vnni ? 0x80 : 0;  // u8 = qx + 128: flip the top bit
-  for (int64_t r = 0; r < rows; ++r) s.scale[r] = quantize_row(x + r * ldx, w.in, s.x.data() + r * ld, flip);
-  const detail::QuantActs acts{rows, s.x.data(), ld, nullptr, 0, s.scale.data()};
-  auto fn = kernel == QuantKernel::avx512_vnni ? detail::gemm_q8_avx512
-            : kernel == QuantKernel::avx2      ? detail::gemm_q8_avx2
-                                               : detail::gemm_q8_scalar;
+  detail::prepare_q8(kernel, rows, x, ldx, w.in, t_acts);
+  const detail::QuantActs& acts = t_acts.acts;
+  const auto fn = detail::q8_range_fn(kernel);
   parallel_over_outputs(w.out, w.out * w.in, [&](int64_t o0, int64_t o1) { fn(acts, w, o0, o1, y, ldy); });
 }
 
@@ -323,45 +365,9 @@ void gemm_q4(int64_t rows, const float* x, int64_t ldx, const Q4Ref& w, float* y
   check(w.in % kQ4Block == 0, "gemm_q4: W " + shape(w.out, w.in) + ": in must be a multiple of 32");
   if (rows == 0) return;
   const QuantKernel kernel = quant_kernel();
-  Scratch& s = t_scratch;
-  const int64_t nb = w.in / kQ4Block;
-  s.scale.resize(size_t(rows));
-  detail::QuantActs acts{rows, nullptr, 0, nullptr, 0, s.scale.data()};
-  if (kernel == QuantKernel::scalar) {
-    s.x.resize(size_t(rows * w.in));
-    for (int64_t r = 0; r < rows; ++r) s.scale[r] = quantize_activation_row(x + r * ldx, w.in, s.x.data() + r * w.in);
-    acts.x = s.x.data();
-    acts.ldx = w.in;
-  } else {
-    const int64_t g = kernel == QuantKernel::avx512_vnni ? 4 : 2;  // blocks per group (vector bytes / 16)
-    const int64_t ngroups = (nb + g - 1) / g;
-    const int64_t ld = ngroups * g * kQ4Block, ldc = ngroups * g * 4;
-    s.q.resize(size_t(w.in));
-    s.x.assign(size_t(rows * ld), 0);
-    s.corr.assign(size_t(rows * ldc), 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      s.scale[r] = quantize_activation_row(x + r * ldx, w.in, s.q.data());
-      int8_t* xr = s.x.data() + r * ld;
-      int32_t* cr = s.corr.data() + r * ldc;
-      for (int64_t b = 0; b < nb; ++b) {
-        const int64_t grp = b / g, j = b % g;
-        const int8_t* qb = s.q.data() + b * kQ4Block;
-        int8_t* lo = xr + grp * g * kQ4Block + j * 16;
-        std::memcpy(lo, qb, 16);
-        std::memcpy(lo + g * 16, qb + 16, 16);
-        int32_t sum = 0;
-        for (int k = 0; k < kQ4Block; ++k) sum += qb[k];
-        cr[grp * g * 4 + j * 4] = -8 * sum;
-      }
-    }
-    acts.x = s.x.data();
-    acts.ldx = ld;
-    acts.corr = s.corr.data();
-    acts.ldc = ldc;
-  }
-  auto fn = kernel == QuantKernel::avx512_vnni ? detail::gemm_q4_avx512
-            : kernel == QuantKernel::avx2      ? detail::gemm_q4_avx2
-                                               : detail::gemm_q4_scalar;
+  detail::prepare_q4(kernel, rows, x, ldx, w.in, t_acts);
+  const detail::QuantActs& acts = t_acts.acts;
+  const auto fn = detail::q4_range_fn(kernel);
   parallel_over_outputs(w.out, w.out * w.in / 2, [&](int64_t o0, int64_t o1) { fn(acts, w, o0, o1, y, ldy); });
 }
 

@@ -38,7 +38,9 @@ MOGE_AVX512 inline uint32_t reduce_add_wrapping(__m512i v) {
 //  - rows <= 4 (decode): NO = 1. Each thread then walks its output rows one after the other,
 //    so the weights are ONE sequential stream: measured on Zen 4, 24.7 GB/s on one core, against
 //    13 GB/s when 4 weight rows are read side by side (4 short streams, with or without
-//    software prefetch). ILP comes from U accumulators along `in`.
+//    software prefetch). ILP comes from U accumulators along `in`. On Intel (Emerald Rapids)
+//    that stream still needs a software prefetch kDecodePrefetchBytes ahead (quant.h) to get
+//    near the read bandwidth; with it, the streams of Q4 (nibbles, scales) no longer limit it.
 //  - rows > 4: compute-bound (1 vpdpbusd per cycle); NO = 4 (Q8) / 2 (Q4) reuses every
 //    activation vector from a register NO times instead of reloading it (16 rows × 2 KiB of
 //    activations do not fit L1 next to the weights). NO rows side by side are NO short streams,
@@ -63,6 +65,7 @@ MOGE_AVX512 void q8_tile(const QuantActs& a, int64_t r0, const Q8Ref& w, int64_t
     for (int u = 0; u < U; ++u) {
       __m512i wv[NO];
       for (int o = 0; o < NO; ++o) wv[o] = _mm512_loadu_si512(wp + o * in + k + 64 * u);
+      if (NO == 1) _mm_prefetch(reinterpret_cast<const char*>(wp + k + 64 * u) + kDecodePrefetchBytes, _MM_HINT_T0);
       if (prefetch)
         for (int o = 0; o < NO; ++o) _mm_prefetch(pf + (k + 64 * u) * NO + 64 * o, _MM_HINT_T1);
       for (int r = 0; r < R; ++r) {
@@ -119,6 +122,10 @@ MOGE_AVX512 inline void q4_group(const QuantActs& a, const int8_t* xp, const int
     const char* pf = reinterpret_cast<const char*>(wp[0] + 2 * NO * 16 * nb);
     for (int o = 0; o < NO; ++o) _mm_prefetch(pf + g * 64 * NO + 64 * o, _MM_HINT_T1);
     if (g * 64 < NO * nb * 2) _mm_prefetch(reinterpret_cast<const char*>(sp[0] + 2 * NO * nb) + g * 64, _MM_HINT_T1);
+  }
+  if (NO == 1) {  // kDecodePrefetchBytes ahead in the nibbles, and as many blocks ahead in the scales
+    _mm_prefetch(reinterpret_cast<const char*>(wp[0] + g * 64) + kDecodePrefetchBytes, _MM_HINT_T0);
+    if (g % 8 == 0) _mm_prefetch(reinterpret_cast<const char*>(sp[0] + g * 4) + kDecodePrefetchBytes / 8, _MM_HINT_T0);
   }
   __m512i lo[NO], hi[NO];
   __m512 d[NO];

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "moge/core/tensor.h"
+#include "moge/kernels/gemv_bf16.h"
 #include "moge/kernels/matmul.h"
 #include "moge/kernels/quant.h"
 
@@ -28,8 +29,24 @@ struct WeightRef {
   int64_t out = 0, in = 0;
 };
 
-// y[rows, out] = x[rows, in] · Wᵀ (overwrites y).
+// y[rows, out] = x[rows, in] · Wᵀ (overwrites y). Quantized weights run the int8 kernels
+// (quant.h), bf16 ones at up to kGemvMaxRows rows our GEMV where the CPU has AVX-512 BF16
+// (gemv_bf16.h), the rest oneDNN.
 void linear(int64_t rows, const float* x, const WeightRef& w, float* y);
+
+// Several products at once, e.g. the gate and up projections of all the experts a token chose.
+// The GEMVs among them (up to kGemvMaxRows rows; quantized, or bf16 where our GEMV runs)
+// are split evenly, by weight bytes, over ONE OpenMP team: at decode an expert matrix is only
+// 2-4 MB, and one team for all of them also saves a fork/join per matrix. Activations shared by
+// several tasks (same x, rows and format) are prepared once. The other tasks run one linear()
+// each after them. Results equal linear() on each task, bit for bit.
+struct LinearTask {
+  const WeightRef* w;
+  int64_t rows;
+  const float* x;  // [rows, w->in]
+  float* y;        // [rows, w->out]
+};
+void linear_group(const LinearTask* tasks, size_t count);
 
 class Weight {
  public:

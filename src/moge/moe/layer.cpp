@@ -176,7 +176,8 @@ void MoeLayer::route(const float* x, int64_t tokens, Routing& routing) const {
   router_forward(cfg_.router, x, tokens, cfg_.d_model, gate_, router_scale_, routing);
 }
 
-void MoeLayer::run_experts(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end) const {
+void MoeLayer::expert_jobs(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end,
+                           std::vector<MlpJob>& jobs) const {
   const int d = cfg_.d_model, f = cfg_.expert_ff;
   const int64_t base = c.dispatch.offsets[e_begin], rows = c.dispatch.offsets[e_end] - base;
   float *g = sized(c.g, rows * f), *u = sized(c.u, rows * f), *h = sized(c.h, rows * f);
@@ -184,8 +185,15 @@ void MoeLayer::run_experts(const float* xs, float* ye, MoeCache& c, int e_begin,
     const int64_t r0 = c.dispatch.offsets[e] - base, count = c.dispatch.expert_rows(e);
     if (count == 0) continue;
     moge::check(has_expert(e), "MoE: expert " + std::to_string(e) + " got tokens but is not held here");
-    mlp_forward(count, d, f, xs + r0 * d, experts_[e], {g + r0 * f, u + r0 * f, h + r0 * f}, ye + r0 * d);
+    jobs.push_back({&experts_[e], count, f, xs + r0 * d, {g + r0 * f, u + r0 * f, h + r0 * f}, ye + r0 * d});
   }
+}
+
+void MoeLayer::run_experts(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end) const {
+  thread_local std::vector<MlpJob> jobs;
+  jobs.clear();
+  expert_jobs(xs, ye, c, e_begin, e_end, jobs);
+  mlp_forward_group(jobs.data(), jobs.size());
 }
 
 void MoeLayer::run_shared(const float* x, int64_t tokens, float* y, MoeCache& c) const {
@@ -199,7 +207,7 @@ void MoeLayer::run_shared(const float* x, int64_t tokens, float* y, MoeCache& c)
 }
 
 float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) const {
-  const int d = cfg_.d_model, n = cfg_.router.num_experts;
+  const int d = cfg_.d_model, n = cfg_.router.num_experts, s = cfg_.shared_ff;
   route(x, tokens, c.routing);
   c.aux_loss = cfg_.aux_alpha > 0 ? aux_loss(c.routing, n, cfg_.aux_alpha) : 0.0f;
   c.dispatch = make_dispatch(c.routing, n);
@@ -208,8 +216,16 @@ float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) c
   float* xs = sized(c.xs, rows * d);
   float* ye = sized(c.ye, rows * d);
   gather_rows(c.dispatch, x, d, xs);
-  run_experts(xs, ye, c, 0, n);
-  run_shared(x, tokens, y, c);  // the shared expert writes y; the routed experts add to it
+  // The routed experts and the shared expert (which writes y; the routed experts add to it) as
+  // one group: run_experts + run_shared, with 2 fork/joins instead of 4.
+  thread_local std::vector<MlpJob> jobs;
+  jobs.clear();
+  expert_jobs(xs, ye, c, 0, n, jobs);
+  if (s > 0)
+    jobs.push_back({&shared_, tokens, s, x, {sized(c.sg, tokens * s), sized(c.su, tokens * s), sized(c.sh, tokens * s)}, y});
+  else
+    std::fill(y, y + tokens * d, 0.0f);
+  mlp_forward_group(jobs.data(), jobs.size());
   combine_rows(c.dispatch, ye, c.routing.weight.data(), d, y);
   return c.aux_loss;
 }

@@ -115,6 +115,8 @@ class MoeLayer {
  private:
   MoeLayer() = default;
   void bind_master_weights();  // points the compute refs at w_ or its bf16 copies
+  // Appends the MLP jobs of the experts [e_begin, e_end) that got rows (see run_experts).
+  void expert_jobs(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end, std::vector<MlpJob>& jobs) const;
 
   MoeConfig cfg_;
   MoeWeights w_;

@@ -1,5 +1,7 @@
 #include "moge/moe/mlp.h"
 
+#include <vector>
+
 #include "moge/core/error.h"
 #include "moge/kernels/swiglu.h"
 
@@ -22,6 +24,21 @@ void mlp_forward(int64_t rows, int d, int ff, const float* x, const MlpWeights& 
   kernels::linear(rows, x, w.up, act.u);
   kernels::swiglu_forward(act.g, act.u, act.h, rows * ff);
   kernels::linear(rows, act.h, w.down, y);
+}
+
+void mlp_forward_group(const MlpJob* jobs, size_t count) {
+  thread_local std::vector<kernels::LinearTask> tasks;
+  tasks.clear();
+  for (size_t i = 0; i < count; ++i) {
+    const MlpJob& j = jobs[i];
+    tasks.push_back({&j.w->gate, j.rows, j.x, j.act.g});
+    tasks.push_back({&j.w->up, j.rows, j.x, j.act.u});
+  }
+  kernels::linear_group(tasks.data(), tasks.size());
+  for (size_t i = 0; i < count; ++i) kernels::swiglu_forward(jobs[i].act.g, jobs[i].act.u, jobs[i].act.h, jobs[i].rows * jobs[i].ff);
+  tasks.clear();
+  for (size_t i = 0; i < count; ++i) tasks.push_back({&jobs[i].w->down, jobs[i].rows, jobs[i].act.h, jobs[i].y});
+  kernels::linear_group(tasks.data(), tasks.size());
 }
 
 void mlp_backward(int64_t rows, int d, int ff, const float* x, const MlpWeights& w, MlpActivations act,
