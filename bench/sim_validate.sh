@@ -67,10 +67,10 @@ for c in "${cases[@]}"; do
   echo "sim_validate: round $round/$rounds: $name $dtype pp$p tg$n devices $devices" >&2
   measured=$($quiet "${run[@]}" -m "$model" --type "$dtype" -p "$p" -n "$n" -r "$reps" --json 2>/dev/null)
   # One sequence: the prefill step is its P tokens, decode steps of one token at the mean context
-  # P + N/2 (as bench's tg runs them). The engine's KV cache is f32. Under --devices the engine
+  # P + N/2 (as bench's tg runs them). The engine's KV cache is f32, and --type quantizes lm_head. Under --devices the engine
   # replicates attention, which attn=dpD with one sequence reproduces (each device runs it whole).
   predicted=$("$moge" sim predict --profile "$profile" -m "$model" --plan "$plan" --batch 1 --prefill-batch 1 \
-    --prompt "$p" --gen "$n" --dtype "$dtype" --kv-dtype f32 --json)
+    --prompt "$p" --gen "$n" --dtype "$dtype" --lm-head-dtype "$dtype" --kv-dtype f32 --json)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$dtype" "$p" "$n" "$devices" "$ndev" "$profile" \
     "$(echo "$measured" | tr -d '\n')" "$(echo "$predicted" | tr -d '\n')" >>"$rows"
 done

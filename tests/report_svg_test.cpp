@@ -235,6 +235,22 @@ TEST(SvgLineChart, DenseAndSparseSeriesWithLegend) {
   EXPECT_NE(svg.find(">100</text>"), std::string::npos);
 }
 
+TEST(SvgLineChart, ScatterSeriesIsMarkersOncePerPixel) {
+  // 201 points on 4 distinct places (x = 0..3, y = 10x; one more a billionth off x = 1, the same
+  // pixel): 4 markers, no line; the line series beside it keeps its polyline and 2 markers.
+  const std::string path = tmp_path("scatter.svg");
+  LineSeries cloud{"cloud", {}, {}, true}, front{"front", {0, 3}, {0, 30}};
+  for (int i = 0; i < 200; ++i) cloud.x.push_back(i % 4), cloud.y.push_back(10.0 * (i % 4));
+  cloud.x.push_back(1 + 1e-9), cloud.y.push_back(10);
+  write_line_chart_svg(path, "t", "x", "y", {cloud, front});
+  expect_well_formed(path);
+  const std::string svg = slurp(path);
+  EXPECT_EQ(count(svg, "<polyline"), 1u);
+  EXPECT_EQ(count(svg, "fill-opacity='0.6'"), 4u);          // the cloud's markers
+  EXPECT_EQ(count(svg, "<circle"), 4u + 2u + 2u);            // cloud, front, one legend sample each
+  EXPECT_EQ(count(svg, "stroke-width='2'"), 1u);             // only the front's legend has a line
+}
+
 TEST(SvgLineChart, SkipsNonFinitePoints) {
   const std::string path = tmp_path("nan.svg");
   write_line_chart_svg(path, "t", "x", "y", {{"a", {0, 1, 2, 3, 4, kNaN}, {1, kNaN, 3, kInf, 5, 6}}});

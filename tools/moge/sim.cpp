@@ -19,7 +19,7 @@ namespace moge::cli {
 namespace {
 
 struct PredictArgs {
-  std::string profile, model, plan, weights = "bf16", kv = "bf16", routing, trace;
+  std::string profile, model, plan, weights = "bf16", lm_head = "bf16", kv = "bf16", routing, trace;
   int64_t batch = 1, prefill_batch = 0, prompt = 2048, gen = 128;
   uint64_t seed = 1;
   bool json = false, allow_no_fit = false, overlap = false;
@@ -82,6 +82,7 @@ void run_predict(const PredictArgs& a) {
   w.prompt = a.prompt;
   w.gen = a.gen;
   w.weights = sim::parse_weight_type(a.weights);
+  w.lm_head = sim::parse_weight_type(a.lm_head);
   check(a.kv == "f32" || a.kv == "bf16" || a.kv == "int8",
         "--kv-dtype must be f32, bf16 or int8 (got '" + a.kv + "')");
   w.kv_bytes = a.kv == "int8" ? 1 : a.kv == "f32" ? 4 : 2;
@@ -174,6 +175,8 @@ void add_sim_command(CLI::App& app) {
   cmd->add_option("--prompt", a->prompt, "prompt tokens a sequence")->capture_default_str();
   cmd->add_option("--gen", a->gen, "generated tokens a sequence")->capture_default_str();
   cmd->add_option("--type,--dtype", a->weights, "weights: f32, bf16, int8 (W8A8) or int4 (W4A8)")->capture_default_str();
+  cmd->add_option("--lm-head-dtype", a->lm_head, "lm_head weights (bf16 in the W8A8 release; moge --type quantizes it too)")
+      ->capture_default_str();
   cmd->add_option("--kv-dtype", a->kv, "KV cache: f32 (moge's CPU engine), bf16 or int8")->capture_default_str();
   cmd->add_option("--routing", a->routing, "override the config's routing mode: grouped, topk, group_limited");
   cmd->add_option("--trace", a->trace, "replay the expert load of a routing trace (moge generate --trace FILE)");

@@ -375,10 +375,16 @@ double round_sig(double v, int digits = 4) {
 nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, int threads_per_device,
                              const std::string& backend) {
   using nlohmann::json;
-  const double bw = m.bandwidth, act = 4;  // the engine's activations are f32
+  const double act = 4;  // the engine's activations are f32
   std::vector<double> tiny(std::begin(m.tiny), std::end(m.tiny));
   std::sort(tiny.begin(), tiny.end());
   const double overhead = (tiny[1] + tiny[2]) / 2;  // median of the four formats
+  // Bandwidth: the read probe's, or what a GEMV streamed if that was more (the probe is one
+  // access pattern; a fraction clamped at 1 would make the roofline slower than the kernel).
+  double bw = m.bandwidth;
+  for (int f = 0; f < 4; ++f)
+    for (const auto* table : {&m.gemv[f], &m.gemm[f]})
+      for (const Cost& c : *table) bw = std::max(bw, c.bytes / std::max(c.seconds - c.calls * overhead, 0.5 * c.seconds));
   json peaks = json::object(), gemm = json::array(), gemv = json::array();
   for (int f = 0; f < 4; ++f) {
     const char* type = format_type(kFormats[f]);
@@ -480,7 +486,8 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
             "cost model counts them (int8 1 byte a weight, int4 18/32), activations f32.",
         "kernel_overhead_us: the median over the four types of a call on 64x64-sized weights (one row). "
         "kernels_per_expert: moge runs gate, up, SwiGLU and down per expert (moe/mlp.cpp), not a grouped matmul.",
-        "memory_bandwidth_gb_s: kernels/membw's read probe, all devices reading at once (one device's share).",
+        "memory_bandwidth_gb_s: kernels/membw's read probe, all devices reading at once (one device's share), "
+        "or the most bytes/s a measured kernel streamed when that is more.",
         "efficiency.default: compute as bf16 at the largest row count; memory from kernels::swiglu_forward over " +
             std::to_string(s.ring_bytes / 4 >> 20) + " MiB (the element-wise kernels' model).",
         "attention: kernels::attention_forward with 16 query and 4 KV heads of 128, f32 cache; compute as a "

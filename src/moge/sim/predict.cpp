@@ -137,13 +137,13 @@ StepPrediction predict_step(const model::ModelConfig& c, const HardwareProfile& 
     out.mean_expert_pairs += l.mean_pairs / c.num_hidden_layers;
   }
   // Logits of each sequence's last position only.
-  out.time.lm_head = matmul_cost(hw, WeightType::bf16, s.attn_seqs, sh.d, sh.vocab).seconds;
+  out.time.lm_head = matmul_cost(hw, w.lm_head, s.attn_seqs, sh.d, sh.vocab).seconds;
   out.seconds = out.time.total();
   out.tokens_per_s_per_device = double(s.tokens) / (out.seconds * D);
   return out;
 }
 
-double weight_bytes(const model::ModelConfig& c, const ParallelPlan& p, WeightType type) {
+double weight_bytes(const model::ModelConfig& c, const ParallelPlan& p, WeightType type, WeightType lm_head) {
   const Shard sh(c, p);
   const double wb = weight_bytes_per_element(type), bf = 2;
   const double attention = double(sh.d) * sh.qkv_out() * wb + double(sh.heads) * sh.head_dim * sh.d * wb +
@@ -154,7 +154,7 @@ double weight_bytes(const model::ModelConfig& c, const ParallelPlan& p, WeightTy
   const double shared = 3.0 * sh.d * sh.shared_ff * wb;
   const double layer = attention + router + norms + experts + shared;
   // Embedding and lm_head split over the vocabulary like attention's TP; the final norm.
-  return layer * c.num_hidden_layers + 2.0 * sh.vocab * sh.d * bf + sh.d * bf;
+  return layer * c.num_hidden_layers + sh.vocab * sh.d * (bf + weight_bytes_per_element(lm_head)) + sh.d * bf;
 }
 
 double activation_bytes(const model::ModelConfig& c, const HardwareProfile& hw, const ParallelPlan& p,
@@ -200,7 +200,7 @@ Prediction predict(const model::ModelConfig& c, const HardwareProfile& hw, const
   const Shard sh(c, p);
   out.memory.capacity = hw.memory_capacity_bytes;
   out.memory.reserved = hw.memory_reserved_bytes;
-  out.memory.weights = weight_bytes(c, p, w.weights);
+  out.memory.weights = weight_bytes(c, p, w.weights, w.lm_head);
   out.memory.kv_cache = double(dec.attn_seqs) * double(w.prompt + w.gen) * c.num_hidden_layers * 2.0 * sh.kv_heads *
                         sh.head_dim * w.kv_bytes;
   out.memory.activations = std::max(activation_bytes(c, hw, p, pre, out.prefill.max_expert_pairs),

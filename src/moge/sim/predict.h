@@ -21,8 +21,9 @@ struct Workload {
   int64_t prefill_batch = 0;  // sequences a prefill step takes (0: one per attention DP group)
   int64_t prompt = 2048;      // L: prompt tokens a sequence
   int64_t gen = 128;          // G: generated tokens a sequence
-  WeightType weights = WeightType::bf16;  // attention, experts, shared expert; embeddings, router
-                                          // and lm_head stay bf16
+  WeightType weights = WeightType::bf16;  // attention, experts, shared expert; embeddings and
+                                          // router stay bf16
+  WeightType lm_head = WeightType::bf16;  // bf16 in the W8A8 release; moge quantizes it with the rest
   int kv_bytes = 2;           // bytes a KV cache element (bf16 2, int8 1)
   // Hide each layer's collectives behind its routed and shared experts (the paper's overlap of
   // communication with grouped matmul): only comm − (experts + shared), if positive, is exposed.
