@@ -18,22 +18,6 @@
 namespace moge::train {
 namespace {
 
-// The trainer's collectives over a local device group (the glue the tools also write).
-class LocalCollectives : public Collectives {
- public:
-  explicit LocalCollectives(parallel::Comm& comm) : comm_(comm) {}
-  int rank() const override { return comm_.rank(); }
-  int size() const override { return comm_.size(); }
-  void allreduce_sum(float* data, int64_t n) override { comm_.all_reduce_sum(data, n); }
-  void allreduce_sum(double* data, int64_t n) override { comm_.all_reduce_sum(data, n); }
-  void all_gather(const float* send, int64_t n, float* recv) override { comm_.all_gather(send, n, recv); }
-  void all_gather(const int32_t* send, int64_t n, int32_t* recv) override { comm_.all_gather(send, n, recv); }
-  void reduce_scatter_sum(const float* send, float* recv, int64_t n) override { comm_.reduce_scatter_sum(send, recv, n); }
-
- private:
-  parallel::Comm& comm_;
-};
-
 model::ModelConfig tiny_config(const std::string& routing_keys) {
   return model::ModelConfig::from_json_text(
       R"({"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -80,7 +64,7 @@ void expect_same_training(const model::ModelConfig& cfg, int devices) {
   std::vector<Result> per_device(static_cast<size_t>(devices));
   std::vector<std::string> names;
   parallel::run_on_devices(devices, [&](parallel::Comm& comm, int device) {
-    LocalCollectives collectives(comm);
+    CollectivesOver<parallel::Comm> collectives(comm);
     TrainableDecoder m = TrainableDecoder::random(cfg, kSeed);
     ExpertParallelTraining ep(collectives, placement, cfg.num_hidden_layers);
     m.set_moe_runner(&ep);

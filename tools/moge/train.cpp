@@ -20,24 +20,7 @@ namespace moge::cli {
 
 namespace {
 
-// The trainer's communicator interface over a parallel::Comm (train and parallel do not know
-// each other).
-class CollectivesOver : public train::Collectives {
- public:
-  explicit CollectivesOver(parallel::Comm& comm) : comm_(comm) {}
-  int rank() const override { return comm_.rank(); }
-  int size() const override { return comm_.size(); }
-  void allreduce_sum(float* data, int64_t n) override { comm_.all_reduce_sum(data, n); }
-  void allreduce_sum(double* data, int64_t n) override { comm_.all_reduce_sum(data, n); }
-  void all_gather(const float* send, int64_t n, float* recv) override { comm_.all_gather(send, n, recv); }
-  void all_gather(const int32_t* send, int64_t n, int32_t* recv) override { comm_.all_gather(send, n, recv); }
-  void reduce_scatter_sum(const float* send, float* recv, int64_t n) override {
-    comm_.reduce_scatter_sum(send, recv, n);
-  }
-
- private:
-  parallel::Comm& comm_;
-};
+using CollectivesOver = train::CollectivesOver<parallel::Comm>;
 
 void print_result(const std::string& out_dir, const train::RunResult& r) {
   std::printf("%s: %lld steps, loss %.4f, validation loss %.4f, %.0f tokens/s\n", out_dir.c_str(),
