@@ -74,8 +74,9 @@ class ExpertParallelMoe : public model::MoeRunner {
   void reset_load();
   // Devices take turns running their routed experts, so that each is timed alone (what D
   // devices with their own cores would measure, on a machine with fewer cores than devices),
-  // and keep the least of three runs of them (a noisy machine's interference only adds time).
-  // Slower (D barriers a layer, experts run 3 times); for the expert time against perfect balance.
+  // in three rounds, keeping each device's least time (a noisy machine's interference only adds
+  // time). Slower (3·D barriers a layer, experts run 3 times); for the expert time against
+  // perfect balance.
   void set_isolated_expert_timing(bool on) { isolate_experts_ = on; }
 
  private:
