@@ -42,7 +42,10 @@ MOGE_AVX512 inline __m512 exp16(__m512 x) {
 // sum += the 16 lanes of e, widened to double (a float sum over 1e5 terms loses ~1e-3).
 MOGE_AVX512 inline void add_wide(__m512d& lo, __m512d& hi, __m512 e) {
   lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-  hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+  // The upper 8 lanes moved down by a shuffle: GCC 12's _mm512_extractf64x4_pd warns about its
+  // own undefined placeholder.
+  const __m512d upper = _mm512_shuffle_f64x2(_mm512_castps_pd(e), _mm512_castps_pd(e), _MM_SHUFFLE(3, 2, 3, 2));
+  hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_castpd512_pd256(upper))));
 }
 
 template <bool kStore>
