@@ -196,18 +196,24 @@ void MoeLayer::run_experts(const float* xs, float* ye, MoeCache& c, int e_begin,
   mlp_forward_group(jobs.data(), jobs.size());
 }
 
-void MoeLayer::run_shared(const float* x, int64_t tokens, float* y, MoeCache& c) const {
-  const int d = cfg_.d_model, s = cfg_.shared_ff;
+void MoeLayer::shared_job(const float* x, int64_t tokens, float* y, MoeCache& c, std::vector<MlpJob>& jobs) const {
+  const int s = cfg_.shared_ff;
   if (s == 0) {
-    std::fill(y, y + tokens * d, 0.0f);
+    std::fill(y, y + tokens * cfg_.d_model, 0.0f);
     return;
   }
-  mlp_forward(tokens, d, s, x, shared_, {sized(c.sg, tokens * s), sized(c.su, tokens * s), sized(c.sh, tokens * s)},
-              y);
+  jobs.push_back({&shared_, tokens, s, x, {sized(c.sg, tokens * s), sized(c.su, tokens * s), sized(c.sh, tokens * s)}, y});
+}
+
+void MoeLayer::run_shared(const float* x, int64_t tokens, float* y, MoeCache& c) const {
+  thread_local std::vector<MlpJob> jobs;
+  jobs.clear();
+  shared_job(x, tokens, y, c, jobs);
+  mlp_forward_group(jobs.data(), jobs.size());
 }
 
 float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) const {
-  const int d = cfg_.d_model, n = cfg_.router.num_experts, s = cfg_.shared_ff;
+  const int d = cfg_.d_model, n = cfg_.router.num_experts;
   route(x, tokens, c.routing);
   c.aux_loss = cfg_.aux_alpha > 0 ? aux_loss(c.routing, n, cfg_.aux_alpha) : 0.0f;
   c.dispatch = make_dispatch(c.routing, n);
@@ -221,10 +227,7 @@ float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) c
   thread_local std::vector<MlpJob> jobs;
   jobs.clear();
   expert_jobs(xs, ye, c, 0, n, jobs);
-  if (s > 0)
-    jobs.push_back({&shared_, tokens, s, x, {sized(c.sg, tokens * s), sized(c.su, tokens * s), sized(c.sh, tokens * s)}, y});
-  else
-    std::fill(y, y + tokens * d, 0.0f);
+  shared_job(x, tokens, y, c, jobs);
   mlp_forward_group(jobs.data(), jobs.size());
   combine_rows(c.dispatch, ye, c.routing.weight.data(), d, y);
   return c.aux_loss;

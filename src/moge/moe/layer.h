@@ -117,6 +117,8 @@ class MoeLayer {
   void bind_master_weights();  // points the compute refs at w_ or its bf16 copies
   // Appends the MLP jobs of the experts [e_begin, e_end) that got rows (see run_experts).
   void expert_jobs(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end, std::vector<MlpJob>& jobs) const;
+  // The shared expert's job over x[tokens] into y, or y = 0 without one.
+  void shared_job(const float* x, int64_t tokens, float* y, MoeCache& c, std::vector<MlpJob>& jobs) const;
 
   MoeConfig cfg_;
   MoeWeights w_;
