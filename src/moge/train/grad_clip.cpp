@@ -53,27 +53,24 @@ double sum_of_squares(std::span<const std::span<float>> grads) {
 double grad_norm(std::span<const std::span<const float>> grads) { return std::sqrt(sum_of_squares(grads)); }
 double grad_norm(std::span<const std::span<float>> grads) { return std::sqrt(sum_of_squares(grads)); }
 
-double clip_coefficient(double norm, double max_norm) {
+void clip_to_norm(std::span<const std::span<float>> grads, double norm, double max_norm) {
   check_max_norm(max_norm);
-  if (!std::isfinite(norm)) return 1.0;
+  if (!std::isfinite(norm)) return;
   const double coef = max_norm / (norm + 1e-6);  // torch's epsilon, so near-threshold steps agree
-  return coef < 1 ? coef : 1.0;
-}
-
-void scale_grads(std::span<const std::span<float>> grads, float factor) {
+  if (coef >= 1) return;
+  const float scale = float(coef);
   for (std::span<float> g : grads) {
     float* p = g.data();
     const int64_t n = int64_t(g.size());
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) p[i] *= factor;
+    for (int64_t i = 0; i < n; ++i) p[i] *= scale;
   }
 }
 
 double clip_grad_norm(std::span<const std::span<float>> grads, double max_norm) {
   check_max_norm(max_norm);  // before the work
   const double norm = grad_norm(grads);
-  const double coef = clip_coefficient(norm, max_norm);
-  if (coef < 1) scale_grads(grads, float(coef));
+  clip_to_norm(grads, norm, max_norm);
   return norm;
 }
 

@@ -17,15 +17,13 @@ double grad_norm(std::span<const std::span<float>> grads);
 double sum_of_squares(std::span<const std::span<const float>> grads);
 double sum_of_squares(std::span<const std::span<float>> grads);
 
-// The factor clip_grad_norm scales by for a given norm: max_norm / (norm + 1e-6), or 1 when that
-// is >= 1 or the norm is not finite.
-double clip_coefficient(double norm, double max_norm);
-void scale_grads(std::span<const std::span<float>> grads, float factor);
 
 // Scales the gradients in place as described above and returns the norm before clipping. A
 // non-finite norm (inf/NaN gradients) is returned with the gradients left as they are, so the
 // caller can skip the step (torch would scale them by NaN). Throws moge::Error when max_norm is not
 // finite and > 0.
 double clip_grad_norm(std::span<const std::span<float>> grads, double max_norm);
+// The same with the norm given (a norm over gradients that several processes hold).
+void clip_to_norm(std::span<const std::span<float>> grads, double norm, double max_norm);
 
 }  // namespace moge::train

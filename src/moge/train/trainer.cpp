@@ -207,8 +207,7 @@ class Run {
       for (size_t k = 0; k < 4; ++k) sums[k] /= tc_.grad_accum;
       for (size_t k = 4; k < sums.size(); ++k) expert_load_[k - 4] += sums[k];
       const double norm = global_grad_norm(replicated, sharded);
-      if (tc_.grad_clip > 0 && clip_coefficient(norm, tc_.grad_clip) < 1)
-        scale_grads(grads, float(clip_coefficient(norm, tc_.grad_clip)));
+      if (tc_.grad_clip > 0) clip_to_norm(grads, norm, tc_.grad_clip);
       const double lr = schedule.at(step);
       if (std::isfinite(norm)) optimizer_->step(lr);
       const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
