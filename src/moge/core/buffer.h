@@ -1,9 +1,11 @@
 #pragma once
-// AlignedBuffer: an owning, 64-byte aligned byte array (a cache line, an AVX-512 register).
+// AlignedBuffer: an owning, 64-byte aligned byte array (a cache line, an AVX-512 register);
+// sized(): a growing scratch vector.
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 namespace moge {
 
@@ -32,5 +34,13 @@ class AlignedBuffer {
   std::unique_ptr<std::byte, Free> data_;
   size_t size_ = 0;
 };
+
+// Scratch reused across calls: v grown to at least n elements (never shrunk, so repeated steps
+// neither allocate nor fault in fresh pages); returns its data.
+template <class T>
+T* sized(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+  return v.data();
+}
 
 }  // namespace moge

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "moge/core/buffer.h"
 #include "moge/core/error.h"
 #include "moge/core/rng.h"
 #include "moge/moe/balance.h"
@@ -148,11 +149,6 @@ kernels::WeightRef matrix(const Tensor& master, const Tensor& copy, int64_t offs
   return w;
 }
 
-template <class T>
-T* sized(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-  return v.data();
-}
 }  // namespace
 
 void MoeLayer::bind_master_weights() {

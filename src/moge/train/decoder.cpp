@@ -6,6 +6,7 @@
 #include <set>
 
 #include "moge/core/error.h"
+#include "moge/kernels/add.h"
 #include "moge/kernels/attention.h"
 #include "moge/kernels/cross_entropy.h"
 #include "moge/kernels/embedding.h"
@@ -16,6 +17,7 @@
 
 namespace moge::train {
 
+using kernels::add_into;
 using kernels::MatRef;
 
 namespace {
@@ -44,11 +46,6 @@ void linear_backward(const float* x, int64_t rows, const Tensor& w, const float*
     for (int64_t r = 0; r < rows; ++r) s += dy[r * out + j];
     g[j] += s;
   }
-}
-
-void add_into(float* dst, const float* src, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
 }  // namespace

@@ -2,24 +2,15 @@
 
 #include <algorithm>
 
+#include "moge/core/buffer.h"
 #include "moge/core/error.h"
+#include "moge/kernels/add.h"
 #include "moge/moe/balance.h"
 #include "moge/moe/dispatch.h"
 
 namespace moge::train {
 
-namespace {
-template <class T>
-T* sized(std::vector<T>& v, int64_t n) {
-  if (int64_t(v.size()) < n) v.resize(size_t(n));
-  return v.data();
-}
-
-void add_into(float* dst, const float* src, int64_t n) {
-#pragma omp parallel for schedule(static) if (n > 65536)
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
-}
-}  // namespace
+using kernels::add_into;
 
 ExpertParallelTraining::ExpertParallelTraining(Collectives& comm, const moe::Placement& placement, int num_layers)
     : comm_(comm), placement_(placement), all_routing_(size_t(num_layers)) {
