@@ -24,7 +24,12 @@ __attribute__((target("avx512f"))) float sum_avx512(const float* p, size_t n) {
   for (; i + 128 <= n; i += 128)
     for (int u = 0; u < 8; ++u) acc[u] = _mm512_add_ps(acc[u], _mm512_load_ps(p + i + 16 * u));
   for (int u = 1; u < 8; ++u) acc[0] = _mm512_add_ps(acc[0], acc[u]);
-  float s = _mm512_reduce_add_ps(acc[0]);
+  // The 16 lanes summed through memory: GCC 12's _mm512_reduce_add_ps warns about an undefined
+  // placeholder inside its own header.
+  alignas(64) float lanes[16];
+  _mm512_store_ps(lanes, acc[0]);
+  float s = 0;
+  for (float lane : lanes) s += lane;
   for (; i < n; ++i) s += p[i];
   return s;
 }
