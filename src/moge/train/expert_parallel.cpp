@@ -30,14 +30,17 @@ float ExpertParallelTraining::forward(int layer, const moe::MoeLayer& moe, const
   const int d = cfg.d_model, k = cfg.router.top_k, n = cfg.router.num_experts, devices = comm_.size();
   check(n == placement_.num_experts(), "expert-parallel training: the model has " + std::to_string(n) +
                                            " experts, the placement " + std::to_string(placement_.num_experts()));
-  // Equal micro-batches on every device, or the gathers below would mix up tokens.
-  const int32_t mine = int32_t(tokens);
-  std::vector<int32_t> counts(static_cast<size_t>(devices));
-  comm_.all_gather(&mine, 1, counts.data());
-  for (int p = 0; p < devices; ++p)
-    check(counts[size_t(p)] == mine, "expert-parallel training: device " + std::to_string(p) + " has " +
-                                         std::to_string(counts[size_t(p)]) + " tokens in a MoE block, device " +
-                                         std::to_string(comm_.rank()) + " " + std::to_string(mine));
+  // Equal micro-batches on every device, or the gathers below would mix up tokens. Checked in the
+  // first block of a forward only: the later blocks get the same tokens.
+  if (layer == 0) {
+    const int32_t mine = int32_t(tokens);
+    std::vector<int32_t> counts(static_cast<size_t>(devices));
+    comm_.all_gather(&mine, 1, counts.data());
+    for (int p = 0; p < devices; ++p)
+      check(counts[size_t(p)] == mine, "expert-parallel training: device " + std::to_string(p) + " has " +
+                                           std::to_string(counts[size_t(p)]) + " tokens in a MoE block, device " +
+                                           std::to_string(comm_.rank()) + " " + std::to_string(mine));
+  }
 
   moe.route(x, tokens, c.routing);
   c.aux_loss = cfg.aux_alpha > 0 ? moe::aux_loss(c.routing, n, cfg.aux_alpha) : 0.0f;
