@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "devices.h"
+#include "moge/core/clock.h"
 #include "moge/core/error.h"
 #include "moge/core/rng.h"
 #include "moge/kernels/gemv_bf16.h"
@@ -23,10 +24,6 @@
 namespace moge::cli {
 
 namespace {
-
-double since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
 
 uintmax_t safetensors_bytes(const std::string& dir) {
   uintmax_t total = 0;
@@ -93,10 +90,10 @@ void add_bench_command(CLI::App& app) {
       model::KvCache cache(c, a->prompt + a->gen);
       auto t0 = std::chrono::steady_clock::now();
       m.forward(tokens.data(), a->prompt, cache, logits.data(), 1);
-      pp = std::max(pp, a->prompt / since(t0));
+      pp = std::max(pp, a->prompt / seconds_since(t0));
       auto t1 = std::chrono::steady_clock::now();
       for (int i = 0; i < a->gen; ++i) m.forward(&tokens[a->prompt + i], 1, cache, logits.data());
-      tg = std::max(tg, a->gen / since(t1));
+      tg = std::max(tg, a->gen / seconds_since(t1));
       // The first repetition warms up (oneDNN creates its primitives for new shapes, inside the
       // experts' timed work): the load report covers the repetitions after it.
       if (dm.runner()) {

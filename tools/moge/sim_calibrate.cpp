@@ -24,6 +24,7 @@
 
 #include "devices.h"
 #include "moge/core/buffer.h"
+#include "moge/core/clock.h"
 #include "moge/core/error.h"
 #include "moge/core/file.h"
 #include "moge/core/progress.h"
@@ -44,7 +45,6 @@ using Clock = std::chrono::steady_clock;
 using kernels::Weight;
 using kernels::WeightFormat;
 
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 struct Settings {
   bool quick = false;
@@ -108,7 +108,7 @@ double best_of_3(Fn&& fn, double target_s) {
     do {
       fn();
       ++calls;
-      elapsed = since(t0);
+      elapsed = seconds_since(t0);
     } while (elapsed < target_s / 3 || calls < 3);
     t = elapsed / double(calls);
   }
@@ -248,7 +248,7 @@ double time_collective(parallel::Comm& comm, bool gather, int64_t total, int cal
   comm.barrier();
   const auto t0 = Clock::now();
   for (int i = 0; i < calls; ++i) once();
-  return since(t0) / calls;
+  return seconds_since(t0) / calls;
 }
 
 // What the devices measured, averaged over them (all measure at once).

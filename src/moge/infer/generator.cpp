@@ -3,15 +3,10 @@
 #include <algorithm>
 #include <chrono>
 
+#include "moge/core/clock.h"
 #include "moge/core/error.h"
 
 namespace moge::infer {
-
-namespace {
-double since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-}  // namespace
 
 Generator::Generator(const model::Model& model, int64_t context_size)
     : model_(model), cache_(model.config(), context_size), logits_(model.config().vocab_size) {}
@@ -28,7 +23,7 @@ void Generator::set_context(const std::vector<int32_t>& tokens) {
   tokens_ = tokens;
   auto t0 = std::chrono::steady_clock::now();
   model_.forward(tokens.data() + keep, int64_t(tokens.size()) - keep, cache_, logits_.data(), 1);
-  stats_ = {int64_t(tokens.size()) - keep, 0, since(t0), 0};
+  stats_ = {int64_t(tokens.size()) - keep, 0, seconds_since(t0), 0};
 }
 
 void Generator::generate(Sampler& sampler, int max_tokens, const std::function<bool(int32_t)>& is_stop,
@@ -42,7 +37,7 @@ void Generator::generate(Sampler& sampler, int max_tokens, const std::function<b
     if (!on_token(next) || i + 1 == max_tokens || cache_.length >= cache_.capacity) break;
     model_.forward(&next, 1, cache_, logits_.data());
   }
-  stats_.decode_seconds = since(t0);
+  stats_.decode_seconds = seconds_since(t0);
 }
 
 }  // namespace moge::infer

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "moge/core/buffer.h"
+#include "moge/core/clock.h"
 
 namespace moge::kernels {
 namespace {
@@ -60,7 +61,7 @@ double read_bandwidth_once(const float* p, size_t n) {
     const size_t begin = l0 * 16, end = t + 1 == nt ? n : l1 * 16;
     sum += avx512 ? sum_avx512(p + begin, end - begin) : sum_portable(p + begin, end - begin);
   }
-  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double s = seconds_since(t0);
   sink = sink + sum;
   return double(n * sizeof(float)) / s / 1e9;
 }

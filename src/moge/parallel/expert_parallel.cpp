@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "moge/core/clock.h"
 #include "moge/core/error.h"
 #include "moge/model/safetensors.h"
 #include "moge/moe/balance.h"
@@ -15,7 +16,6 @@ namespace moge::parallel {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
 double thread_cpu_seconds() {
   timespec ts{};

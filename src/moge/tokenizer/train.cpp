@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 
+#include "moge/core/clock.h"
 #include "moge/core/error.h"
 #include "moge/core/file.h"
 #include "moge/core/progress.h"
@@ -194,7 +195,7 @@ TrainResult train_tokenizer(const TrainOptions& o) {
   TrainResult r;
   r.chunks = chunks.chunks;
   r.bytes = chunks.bytes;
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.seconds = seconds_since(start);
   return r;
 }
 

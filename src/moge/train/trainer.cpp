@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "moge/core/clock.h"
 #include "moge/core/error.h"
 #include "moge/core/file.h"
 #include "moge/core/progress.h"
@@ -210,7 +211,7 @@ class Run {
       if (tc_.grad_clip > 0) clip_to_norm(grads, norm, tc_.grad_clip);
       const double lr = schedule.at(step);
       if (std::isfinite(norm)) optimizer_->step(lr);
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const double seconds = seconds_since(t0);
       tokens_per_s = double(rows) * tc_.grad_accum / seconds;
       step_ = step + 1;
 
