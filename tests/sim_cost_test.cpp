@@ -69,6 +69,45 @@ TEST(SimCost, KernelOverheadAddsToEveryKernel) {
   EXPECT_NEAR(matmul_cost(p, WeightType::int8, 1, 8192, 8192).seconds, 67141632.0 / 0.9e12 + 5e-6, 1e-15);
 }
 
+TEST(SimCost, BucketOverheadReplacesTheKernelOverhead) {
+  // The int8 GEMV row's own fixed cost (3 us) is charged instead of the device's (5 us); the bf16
+  // GEMM bucket, without one, keeps the device's.
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 5;
+  j["efficiency"]["gemv"][0]["overhead_us"] = 3;
+  const HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_NEAR(matmul_cost(p, WeightType::int8, 1, 8192, 8192).seconds, 67141632.0 / 0.9e12 + 3e-6, 1e-15);
+  EXPECT_NEAR(matmul_cost(p, WeightType::bf16, 32, 1024, 1024).seconds, 2228224.0 / 0.5e12 + 5e-6, 1e-15);
+}
+
+TEST(SimCost, ActivationPreparationIsPerInputElement) {
+  // bf16 at 2 ns an input element: 32 rows x 1024 in = 32768 elements = 65.536 us on top of the
+  // bucket's 4.456 us; int8 has none given, so it is unchanged.
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["activation_prep_ns"] = {{"bf16", 2}};
+  const HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_NEAR(matmul_cost(p, WeightType::bf16, 32, 1024, 1024).seconds, 2228224.0 / 0.5e12 + 32768 * 2e-9, 1e-15);
+  EXPECT_NEAR(matmul_cost(p, WeightType::int8, 1, 8192, 8192).seconds, 67141632.0 / 0.9e12, 1e-15);
+}
+
+TEST(SimCost, GroupedCallSumsItsPartsWithOneFixedCost) {
+  // Two parts in one int8 call: 8 pairs over 4 experts [512, 1024] (2 rows each) and 1 row of a
+  // [2048, 1024]: bytes 4·1024·512 + 8·1536·2 + 1024·2048 + 3072·2 = 4225024, at 0.9e12, plus
+  // one kernel overhead of 5 us and 1 ns an input element: 8·1024 + 1·1024 = 9216 elements.
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 5;
+  j["device"]["activation_prep_ns"] = {{"int8", 1}};
+  const HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  const OpCost c = grouped_call_cost(p, WeightType::int8, {{8, 4, 1024, 512}, {1, 1, 1024, 2048}});
+  EXPECT_DOUBLE_EQ(c.bytes, 4225024.0);
+  EXPECT_DOUBLE_EQ(c.flops, 2.0 * 8 * 1024 * 512 + 2.0 * 1024 * 2048);
+  EXPECT_NEAR(c.seconds, 4225024.0 / 0.9e12 + 5e-6 + 9216e-9, 1e-15);
+  // The same parts as two calls pay the fixed cost twice.
+  const double apart = grouped_matmul_cost(p, WeightType::int8, 8, 4, 1024, 512).seconds +
+                       matmul_cost(p, WeightType::int8, 1, 1024, 2048).seconds;
+  EXPECT_NEAR(apart - c.seconds, 5e-6, 1e-15);
+}
+
 TEST(SimCost, WeightTypes) {
   EXPECT_EQ(parse_weight_type("int4"), WeightType::int4);
   EXPECT_EQ(compute_type_of(WeightType::int4), ComputeType::int4);

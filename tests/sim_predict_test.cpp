@@ -161,5 +161,54 @@ TEST(SimPredict, ElementwiseKernelsAndPerExpertLaunchesByHand) {
   EXPECT_EQ(launches.decode.time.elementwise, plain.decode.time.elementwise);
 }
 
+TEST(SimPredict, PerCallEngineByHand) {
+  // The model above as moge's CPU engine runs it (linear_group_max_rows): int8 GEMVs (memory 0.9
+  // of 1000 GB/s) with their own fixed cost of 3 us a call; other kernels (the default
+  // efficiency, memory 0.8) 1 us, among them the router, an f32 matmul [8, 128].
+  const nlohmann::json cfg = {{"vocab_size", 1000},  {"hidden_size", 128},   {"num_hidden_layers", 2},
+                              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", 8},
+                              {"num_experts_per_tok", 2}, {"num_expert_groups", 2}, {"routing_mode", "grouped"},
+                              {"moe_intermediate_size", 64}, {"shared_expert_intermediate_size", 256},
+                              {"max_position_embeddings", 4096}};
+  const model::ModelConfig c = model::ModelConfig::from_json_text(cfg.dump(), "hand");
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 1;
+  j["device"]["linear_group_max_rows"] = {{"int8", 16}};
+  j["efficiency"]["gemv"][0]["overhead_us"] = 3;
+  const HardwareProfile hw = HardwareProfile::from_json_text(j.dump(), "t.json");
+  Workload w;
+  w.prompt = 16;
+  w.gen = 2;
+  w.weights = WeightType::int8;
+  const Prediction r = run(c, hw, "attn=dp1", w);
+
+  // Decode: 2 pairs on 2 experts (1 row each) and the shared expert's 1 row, all at most 16 rows:
+  // one call for gate|up, bytes 2·128·128 + 2·256·2 + 128·512 + 640·2 = 100608, one for down,
+  // 2·64·128 + 2·192·2 + 256·128 + 384·2 = 50688, each + 3 us; split by weight rows, experts
+  // 2·64 : shared 256. Router: 128·8·4 + 136·2 = 4368 bytes at 0.8e12 + 1 us. Two layers.
+  const double grouped = (100608 + 50688) / 0.9e12 + 6e-6, router1 = 4368 / 0.8e12 + 1e-6;
+  EXPECT_NEAR(r.decode.time.experts, 2 * (router1 + grouped / 3), 1e-15);
+  EXPECT_NEAR(r.decode.time.shared, 2 * (grouped * 2 / 3), 1e-15);
+
+  // Prefill of 16 tokens: an expert's rows are Binomial(16, 1/4), never above 16, so all group:
+  // 32 pairs over E = 8·(1 - (3/4)^16) touched experts (5 rows each, rounded up: the int8 GEMV
+  // row) and the shared expert's 16 rows. gate|up: E·128·128 + 32·256·2 + 128·512 + 16·640·2;
+  // down: E·64·128 + 32·192·2 + 256·128 + 16·384·2. Router: 4096 + 16·136·2 = 8448 bytes.
+  const double E = 8 * (1 - std::pow(0.75, 16));
+  const double up = E * 128 * 128 + 32 * 256 * 2 + 128 * 512 + 16 * 640 * 2, down = E * 64 * 128 + 32 * 192 * 2 + 256 * 128 + 16 * 384 * 2;
+  const double prefill = (up + down) / 0.9e12 + 6e-6, router16 = 8448 / 0.8e12 + 1e-6;
+  const double e_share = E * 64 / (E * 64 + 256);
+  EXPECT_NEAR(r.prefill.time.experts, 2 * (router16 + prefill * e_share), 1e-14);
+  EXPECT_NEAR(r.prefill.time.shared, 2 * prefill * (1 - e_share), 1e-14);
+
+  // f32 weights never group: in decode each expert's row (Binomial(1, 1/4): 8 · 1/4 = 2 experts)
+  // runs gate, up and down as calls of their own, 128·64·4 + 192·2 = 33152 bytes each, and the
+  // shared expert's three of 128·256·4 + 384·2 = 131840 bytes; the default efficiency, 1 us each.
+  w.weights = WeightType::f32;
+  const Prediction f = run(c, hw, "attn=dp1", w);
+  EXPECT_NEAR(f.decode.time.experts, 2 * (router1 + 2 * 3 * (33152 / 0.8e12 + 1e-6)), 1e-15);
+  EXPECT_NEAR(f.decode.time.shared, 2 * 3 * (131840 / 0.8e12 + 1e-6), 1e-15);
+}
+
 }  // namespace
 }  // namespace moge::sim

@@ -81,8 +81,46 @@ TEST(SimProfile, CalibratedProfilesOfThisMachineLoad) {
     ASSERT_FALSE(p.sources.empty());
     EXPECT_EQ(p.sources[0].rfind("measured by moge sim calibrate on ", 0), 0u) << p.sources[0];
     EXPECT_EQ(p.activation_bytes, 4) << name;  // the CPU engine's f32 activations
-    EXPECT_EQ(p.kernels_per_expert, 4.0) << name;
+    EXPECT_EQ(p.kernels_per_expert, 1.0) << name;  // a SwiGLU per expert's rows
+    // moge's engine: a call per projection, expert GEMVs of up to kGemvMaxRows (4) rows grouped.
+    EXPECT_TRUE(p.per_call) << name;
+    EXPECT_EQ(p.group_max_rows(ComputeType::int8), 4) << name;
+    EXPECT_EQ(p.group_max_rows(ComputeType::f32), -1) << name;
+    EXPECT_GT(p.activation_prep(ComputeType::bf16), 0.0) << name;
+    EXPECT_GE(p.efficiency(KernelClass::gemm, ComputeType::bf16, 64).overhead_s, 0.0) << name;
   }
+}
+
+TEST(SimProfile, PerCallEngineFields) {
+  json j = test::sim_test_profile();
+  HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_FALSE(p.per_call);  // absent: fused projections, grouped experts
+  EXPECT_EQ(p.activation_prep(ComputeType::bf16), 0.0);
+  EXPECT_EQ(p.efficiency(KernelClass::gemv, ComputeType::int8, 1).overhead_s, 0.0);  // the device's
+  j["device"]["kernel_overhead_us"] = 2;
+  j["device"]["activation_prep_ns"] = {{"bf16", 1.5}, {"int8", 0.5}};
+  j["device"]["linear_group_max_rows"] = {{"int8", 4}, {"bf16", 8}};
+  j["efficiency"]["gemv"][0]["overhead_us"] = 7;
+  p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_TRUE(p.per_call);
+  EXPECT_DOUBLE_EQ(p.activation_prep(ComputeType::bf16), 1.5e-9);
+  EXPECT_DOUBLE_EQ(p.activation_prep(ComputeType::int8), 0.5e-9);
+  EXPECT_EQ(p.activation_prep(ComputeType::f32), 0.0);
+  EXPECT_EQ(p.group_max_rows(ComputeType::bf16), 8);
+  EXPECT_EQ(p.group_max_rows(ComputeType::f32), -1);  // not listed: never grouped
+  EXPECT_DOUBLE_EQ(p.efficiency(KernelClass::gemv, ComputeType::int8, 1).overhead_s, 7e-6);
+  EXPECT_DOUBLE_EQ(p.efficiency(KernelClass::gemm, ComputeType::bf16, 64).overhead_s, 2e-6);  // no own: device's
+  j["device"]["activation_prep_ns"] = {{"fp8", 1}};
+  EXPECT_EQ(profile_error(j).rfind("bad.json: field 'device.activation_prep_ns.fp8' is not a compute type", 0), 0u)
+      << profile_error(j);
+  j["device"]["activation_prep_ns"] = {{"bf16", -1}};
+  EXPECT_EQ(profile_error(j), "bad.json: field 'device.activation_prep_ns.bf16' must be non-negative (got -1)");
+  j["device"].erase("activation_prep_ns");
+  j["device"]["linear_group_max_rows"] = {{"int8", 0}};
+  EXPECT_EQ(profile_error(j), "bad.json: field 'device.linear_group_max_rows.int8' must be a positive integer (got 0)");
+  j["device"]["linear_group_max_rows"] = {{"int8", 4}};
+  j["efficiency"]["gemv"][0]["overhead_us"] = -1;
+  EXPECT_EQ(profile_error(j), "bad.json: field 'efficiency.gemv[0].overhead_us' must be non-negative (got -1)");
 }
 
 TEST(SimProfile, MissingFieldNamesFileAndField) {

@@ -50,6 +50,10 @@ struct Settings {
   bool quick = false;
   int64_t dim = 2048;                   // weights [dim, dim], [dim/2, dim] and [dim, dim/2]
   size_t ring_bytes = size_t(1) << 30;  // weights cycled through: far beyond the caches
+  // The same at a small model's width (tiny-moge's experts are [64, 128]): with the large ones,
+  // each bucket's time as a line in the weight's size, whose intercept is the call's fixed cost.
+  int64_t small_dim = 128;
+  size_t small_ring_bytes = size_t(64) << 20;
   double target_s = 0.3;                // time each row count runs at least
   // Upper ends of the row buckets (the profile's max_rows); the last bucket is unbounded.
   std::vector<int64_t> gemv_rows = {1, 2, 4, 8, 16}, gemm_rows = {32, 64, 128, 256, 512};
@@ -63,6 +67,8 @@ struct Settings {
     s.quick = true;
     s.dim = 512;
     s.ring_bytes = size_t(16) << 20;
+    s.small_dim = 64;
+    s.small_ring_bytes = size_t(1) << 20;
     s.target_s = 0.01;
     s.gemv_rows = {1, 16};
     s.gemm_rows = {64, 128};
@@ -119,8 +125,11 @@ double best_of_3(Fn&& fn, double target_s) {
 // summed over several calls.
 struct Cost {
   double seconds = 0, flops = 0, bytes = 0, calls = 0;
+  double weights = 0;   // weight elements a call
+  double prepared = 0;  // input activation elements (rows · in) a call
   Cost& operator+=(const Cost& o) {
     seconds += o.seconds, flops += o.flops, bytes += o.bytes, calls += o.calls;
+    weights += o.weights, prepared += o.prepared;
     return *this;
   }
 };
@@ -167,6 +176,8 @@ class WeightRing {
       const Weight& w = slots_[i];
       c.flops += 2.0 * rows * w.in() * w.out() / 3;
       c.bytes += (double(w.in()) * w.out() * wbytes() + rows * double(w.in() + w.out()) * activation_bytes) / 3;
+      c.weights += double(w.in()) * w.out() / 3;
+      c.prepared += double(rows) * w.in() / 3;
     }
     return c;
   }
@@ -224,6 +235,10 @@ double time_attention(int64_t context, int64_t tokens, double target_s) {
   return best_of_3(once, target_s);
 }
 
+// Elements of the small SwiGLU: past swiglu_forward's 16384, so a thread team runs it as it runs
+// the engine's element-wise kernels at prefill (and its routing and permutation at any size).
+constexpr size_t kSmallElementwise = 32768;
+
 // SwiGLU over `bytes` / 12 elements (read g and u, write h: 12 bytes an element), the model of
 // the element-wise kernels between the matmuls: seconds a call.
 double time_elementwise(size_t bytes, double target_s) {
@@ -232,6 +247,29 @@ double time_elementwise(size_t bytes, double target_s) {
   auto once = [&] { kernels::swiglu_forward(g.data(), u.data(), h.data(), int64_t(n)); };
   once();
   return best_of_3(once, target_s);
+}
+
+// Seconds per input activation element that kernels::linear spends preparing activations for a
+// `format` weight before the product, as the engine does it: bf16 converts rows of f32 to bf16
+// for oneDNN (matmul.cpp's as_bf16, one thread), int8 and int4 quantize each row (quant.h); f32
+// needs nothing. Measured on rows x in = 512 x 2048.
+double time_activation_prep(WeightFormat format, double target_s) {
+  if (format == WeightFormat::f32) return 0;
+  const int64_t rows = 512, in = 2048;
+  std::vector<float> x(size_t(rows * in));
+  Rng rng(9);
+  for (float& v : x) v = rng.normal();
+  std::vector<bf16> b(x.size());
+  kernels::detail::PreparedActs acts;
+  const kernels::QuantKernel kernel = kernels::quant_kernel();
+  auto once = [&] {
+    if (format == WeightFormat::bf16)
+      for (int64_t r = 0; r < rows; ++r) f32_to_bf16(x.data() + r * in, b.data() + r * in, size_t(in));
+    else if (format == WeightFormat::q8) kernels::detail::prepare_q8(kernel, rows, x.data(), in, in, acts);
+    else kernels::detail::prepare_q4(kernel, rows, x.data(), in, in, acts);
+  };
+  once();
+  return best_of_3(once, target_s) / double(rows * in);
 }
 
 // Mean seconds of `calls` all-gathers (gather) or reduce-scatters of `total` floats over comm,
@@ -255,9 +293,11 @@ double time_collective(parallel::Comm& comm, bool gather, int64_t total, int cal
 struct Measured {
   double bandwidth = 0;                // bytes/s, one device's share
   std::vector<Cost> gemv[4], gemm[4];  // by format and bucket: one call at each of bucket_rows()
-  double tiny[4] = {};                 // linear on [64, 64]-sized weights: the fixed cost of a call
+  std::vector<Cost> gemv_small[4], gemm_small[4];  // the same on small_dim-sized weights
+  double prep[4] = {};                 // time_activation_prep by format
   double attn_decode = 0, attn_prefill = 0;
-  double elementwise = 0;  // SwiGLU over ring_bytes / 4 (time_elementwise)
+  double elementwise = 0;        // SwiGLU over ring_bytes / 4 (time_elementwise)
+  double elementwise_small[2] = {};  // SwiGLU over kSmallElementwise elements and twice that (in cache)
   double coll_small = 0, coll_big = 0;  // seconds of a collective: 1 float a device, coll_big_floats in all
   int coll_devices = 0;
 };
@@ -265,10 +305,11 @@ struct Measured {
 // Every number of m, in a fixed order, for an all-reduce over devices (and back).
 std::vector<double*> fields(Measured& m) {
   std::vector<double*> v = {&m.bandwidth, &m.attn_decode, &m.attn_prefill, &m.elementwise, &m.coll_small, &m.coll_big};
+  v.insert(v.end(), {&m.elementwise_small[0], &m.elementwise_small[1]});
   for (int f = 0; f < 4; ++f) {
-    for (auto* table : {&m.gemv[f], &m.gemm[f]})
-      for (Cost& c : *table) v.insert(v.end(), {&c.seconds, &c.flops, &c.bytes, &c.calls});
-    v.push_back(&m.tiny[f]);
+    for (auto* table : {&m.gemv[f], &m.gemm[f], &m.gemv_small[f], &m.gemm_small[f]})
+      for (Cost& c : *table) v.insert(v.end(), {&c.seconds, &c.flops, &c.bytes, &c.calls, &c.weights, &c.prepared});
+    v.push_back(&m.prep[f]);
   }
   return v;
 }
@@ -295,25 +336,28 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
   for (int f = 0; f < 4; ++f) {
     const WeightFormat format = kFormats[f];
     const std::string type = format_type(format);
-    {
-      const WeightRing tiny(format, 64, 0);
-      sync(type + " call overhead");
-      m.tiny[f] = tiny.time_linear(1, s.target_s / 4, 4).seconds;
-    }
-    const WeightRing ring(format, s.dim, s.ring_bytes);
-    for (auto [buckets, table, name] : {std::tuple{&s.gemv_rows, &m.gemv[f], "GEMV"}, {&s.gemm_rows, &m.gemm[f], "GEMM"}})
+    sync(type + " activation preparation");
+    m.prep[f] = time_activation_prep(format, s.target_s / 4);
+    const WeightRing ring(format, s.dim, s.ring_bytes), small(format, s.small_dim, s.small_ring_bytes);
+    for (auto [buckets, table, table_small, name] :
+         {std::tuple{&s.gemv_rows, &m.gemv[f], &m.gemv_small[f], "GEMV"}, {&s.gemm_rows, &m.gemm[f], &m.gemm_small[f], "GEMM"}})
       for (size_t b = 0; b < buckets->size(); ++b) {
         const int64_t lo = b > 0 ? (*buckets)[b - 1] : buckets == &s.gemm_rows ? s.gemv_rows.back() : 0;
         sync(type + " " + name + " rows " + std::to_string(lo + 1) + ".." + std::to_string((*buckets)[b]));
-        Cost sum;
-        for (int64_t rows : bucket_rows(lo, (*buckets)[b])) sum += ring.time_linear(rows, s.target_s, 4);
+        Cost sum, sum_small;
+        for (int64_t rows : bucket_rows(lo, (*buckets)[b])) {
+          sum += ring.time_linear(rows, s.target_s, 4);
+          sum_small += small.time_linear(rows, s.target_s / 4, 4);  // microseconds a call: quick
+        }
         table->push_back(sum);
+        table_small->push_back(sum_small);
       }
   }
   sync("attention");
   m.attn_decode = time_attention(s.attn_context, 1, s.target_s);
   m.attn_prefill = time_attention(s.attn_prefill, s.attn_prefill, s.target_s);
   m.elementwise = time_elementwise(s.ring_bytes / 4, s.target_s);
+  for (int i = 0; i < 2; ++i) m.elementwise_small[i] = time_elementwise(kSmallElementwise * 12 << i, s.target_s / 4);
   if (comm) {
     sync("collectives");
     measure_collectives(*comm, s, m);
@@ -326,18 +370,20 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
 void keep_best(Measured& best, const Measured& m) {
   best.bandwidth = std::max(best.bandwidth, m.bandwidth);
   for (int f = 0; f < 4; ++f) {
-    for (auto [b, n] : {std::pair{&best.gemv[f], &m.gemv[f]}, {&best.gemm[f], &m.gemm[f]}})
+    for (auto [b, n] : {std::pair{&best.gemv[f], &m.gemv[f]}, {&best.gemm[f], &m.gemm[f]},
+                        {&best.gemv_small[f], &m.gemv_small[f]}, {&best.gemm_small[f], &m.gemm_small[f]}})
       for (size_t i = 0; i < b->size(); ++i) (*b)[i].seconds = std::min((*b)[i].seconds, (*n)[i].seconds);
-    best.tiny[f] = std::min(best.tiny[f], m.tiny[f]);
+    best.prep[f] = std::min(best.prep[f], m.prep[f]);
   }
   for (auto [b, n] : {std::pair{&best.attn_decode, &m.attn_decode}, {&best.attn_prefill, &m.attn_prefill},
-                      {&best.elementwise, &m.elementwise},
+                      {&best.elementwise, &m.elementwise}, {&best.elementwise_small[0], &m.elementwise_small[0]},
+                      {&best.elementwise_small[1], &m.elementwise_small[1]},
                       {&best.coll_small, &m.coll_small}, {&best.coll_big, &m.coll_big}})
     *b = std::min(*b, *n);
 }
 
 int measurement_count(const Settings& s) {
-  return 2 + 4 * int(1 + s.gemv_rows.size() + s.gemm_rows.size()) + 1;
+  return 2 + 4 * int(1 + s.gemv_rows.size() + s.gemm_rows.size()) + 1;  // bandwidth, 4 x (prep, buckets), attention
 }
 
 std::string cpu_model() {
@@ -376,40 +422,64 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
                              const std::string& backend) {
   using nlohmann::json;
   const double act = 4;  // the engine's activations are f32
-  std::vector<double> tiny(std::begin(m.tiny), std::end(m.tiny));
-  std::sort(tiny.begin(), tiny.end());
-  const double overhead = (tiny[1] + tiny[2]) / 2;  // median of the four formats
+  // The fixed cost of an element-wise kernel (the device's kernel_overhead_us): the intercept of
+  // the two small SwiGLUs' times (n and 2n elements, both in cache) as a line in n.
+  const double ew_bytes = double(s.ring_bytes / 4 / 12) * 12;
+  const double overhead = std::clamp(2 * m.elementwise_small[0] - m.elementwise_small[1], 0.0, m.elementwise_small[0]);
+  // Each bucket's fixed cost a call: its time, less activation preparation, as a line in the
+  // weight's size through the large and the small weights; the intercept (within [0, the small
+  // weights' time]). The large weights' time less it is what the efficiencies describe.
+  auto fixed = [&](const Cost& big, const Cost& small, int f) {
+    const double rb = big.seconds - big.prepared * m.prep[f], rs = small.seconds - small.prepared * m.prep[f];
+    const double a = (rs * big.weights - rb * small.weights) / (big.weights - small.weights);
+    return std::clamp(a, 0.0, std::max(rs, 0.0)) / big.calls;
+  };
+  auto run_time = [&](const Cost& c, double fixed_per_call, int f) {  // the roofline's part
+    return std::max(c.seconds - c.calls * fixed_per_call - c.prepared * m.prep[f], 0.5 * c.seconds);
+  };
   // Bandwidth: the read probe's, or what a GEMV streamed if that was more (the probe is one
   // access pattern; a fraction clamped at 1 would make the roofline slower than the kernel).
   double bw = m.bandwidth;
   for (int f = 0; f < 4; ++f)
-    for (const auto* table : {&m.gemv[f], &m.gemm[f]})
-      for (const Cost& c : *table) bw = std::max(bw, c.bytes / std::max(c.seconds - c.calls * overhead, 0.5 * c.seconds));
-  json peaks = json::object(), gemm = json::array(), gemv = json::array();
+    for (auto [table, small] : {std::pair{&m.gemv[f], &m.gemv_small[f]}, {&m.gemm[f], &m.gemm_small[f]}})
+      for (size_t i = 0; i < table->size(); ++i) {
+        const Cost& c = (*table)[i];
+        bw = std::max(bw, c.bytes / run_time(c, fixed(c, (*small)[i], f), f));
+      }
+  json peaks = json::object(), gemm = json::array(), gemv = json::array(), prep = json::object(),
+       group = json::object();
   for (int f = 0; f < 4; ++f) {
     const char* type = format_type(kFormats[f]);
-    auto rates = [&](const Cost& c) {  // {FLOP/s, bytes/s}, the fixed cost of the calls taken off
-      const double run = std::max(c.seconds - c.calls * overhead, 0.5 * c.seconds);
+    prep[type] = round_sig(m.prep[f] * 1e9);
+    // kernels::linear_group's grouped GEMVs (weight.cpp): quantized weights, and bf16 where our
+    // GEMV runs; f32 never.
+    if (kFormats[f] != WeightFormat::f32 && (kFormats[f] != WeightFormat::bf16 || kernels::gemv_bf16_supported()))
+      group[type] = kernels::kGemvMaxRows;
+    auto rates = [&](const Cost& c, double fixed_per_call) {  // {FLOP/s, bytes/s} of the roofline's part
+      const double run = run_time(c, fixed_per_call, f);
       return std::pair{c.flops / run, c.bytes / run};
     };
     // Peak: the highest FLOP/s of any bucket (a large GEMM as a rule; moge's int8 kernels are
     // made for small row counts and may peak below the largest), so every fraction is <= 1.
     double peak = 0;
-    for (const auto* table : {&m.gemv[f], &m.gemm[f]})
-      for (const Cost& c : *table) peak = std::max(peak, rates(c).first);
+    for (auto [table, small] : {std::pair{&m.gemv[f], &m.gemv_small[f]}, {&m.gemm[f], &m.gemm_small[f]}})
+      for (size_t i = 0; i < table->size(); ++i)
+        peak = std::max(peak, rates((*table)[i], fixed((*table)[i], (*small)[i], f)).first);
     peaks[type] = round_sig(peak / 1e12);
-    auto row = [&](const Cost& c, int64_t max_rows, bool last) {
-      const auto [flops, bytes] = rates(c);
+    auto row = [&](const Cost& c, const Cost& small, int64_t max_rows, bool last) {
+      const double a = fixed(c, small, f);
+      const auto [flops, bytes] = rates(c, a);
       json r = {{"type", type},
                 {"compute", round_sig(std::clamp(flops / peak, 1e-4, 1.0), 3)},
-                {"memory", round_sig(std::clamp(bytes / bw, 1e-4, 1.0), 3)}};
+                {"memory", round_sig(std::clamp(bytes / bw, 1e-4, 1.0), 3)},
+                {"overhead_us", round_sig(a * 1e6, 3)}};
       if (!last) r["max_rows"] = max_rows;
       return r;
     };
     for (size_t i = 0; i < s.gemv_rows.size(); ++i)
-      gemv.push_back(row(m.gemv[f][i], s.gemv_rows[i], i + 1 == s.gemv_rows.size()));
+      gemv.push_back(row(m.gemv[f][i], m.gemv_small[f][i], s.gemv_rows[i], i + 1 == s.gemv_rows.size()));
     for (size_t i = 0; i < s.gemm_rows.size(); ++i)
-      gemm.push_back(row(m.gemm[f][i], s.gemm_rows[i], i + 1 == s.gemm_rows.size()));
+      gemm.push_back(row(m.gemm[f][i], m.gemm_small[f][i], s.gemm_rows[i], i + 1 == s.gemm_rows.size()));
   }
   const double peak_bf16 = peaks["bf16"].get<double>() * 1e12;
   // Attention as the cost model counts it (predict.cpp), the cache in f32 as the engine keeps it.
@@ -430,7 +500,6 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
   // so latency + (p-1)/p · S / bandwidth with one step. Under MPI at p = 2 a ring is one step too.
   // The default efficiency: compute as bf16 at the largest row count, memory as the element-wise
   // kernels stream (the cost model costs them with it, predict.cpp).
-  const double ew_bytes = double(s.ring_bytes / 4 / 12) * 12;
   json default_eff = {{"compute", gemm[2 * s.gemm_rows.size() - 1]["compute"]},
                       {"memory", round_sig(std::clamp(ew_bytes / std::max(m.elementwise - overhead, 0.5 * m.elementwise) / bw,
                                                       1e-4, 1.0), 3)}};
@@ -463,7 +532,9 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
         {"memory_reserved_gib", round_sig((total - available) / devices / gib)},
         {"activation_bytes", 4},
         {"kernel_overhead_us", round_sig(overhead * 1e6)},
-        {"kernels_per_expert", 4}}},
+        {"kernels_per_expert", 1},
+        {"activation_prep_ns", prep},
+        {"linear_group_max_rows", group}}},
       {"efficiency",
        {{"default", default_eff},
         {"gemv_max_rows", s.gemv_rows.back()},
@@ -480,12 +551,24 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
        {"peak_tflops: the highest FLOP/s measured per type (kernels::linear on " + dims + " weights, rows 1 to " +
             std::to_string(s.gemm_rows.back()) + "), not a datasheet figure; int4 is moge's Q4 (W4A8) kernel.",
         "Efficiencies: per row bucket, achieved FLOP/s over that peak and bytes/s over memory_bandwidth_gb_s, from "
-        "the time less kernel_overhead_us a call, over one call at each of up to three row counts spread over the "
-        "bucket (unaligned counts included: experts get any) on each of " + dims + " weights, cycled through " +
-            std::to_string(s.ring_bytes >> 20) + " MiB of copies (so GEMVs read memory, not cache); bytes as the "
-            "cost model counts them (int8 1 byte a weight, int4 18/32), activations f32.",
-        "kernel_overhead_us: the median over the four types of a call on 64x64-sized weights (one row). "
-        "kernels_per_expert: moge runs gate, up, SwiGLU and down per expert (moe/mlp.cpp), not a grouped matmul.",
+        "the time less the bucket's overhead_us and the activation preparation a call, over one call at each of up "
+        "to three row counts spread over the bucket (unaligned counts included: experts get any) on each of " + dims +
+            " weights, cycled through " + std::to_string(s.ring_bytes >> 20) + " MiB of copies (so GEMVs read "
+            "memory, not cache); bytes as the cost model counts them (int8 1 byte a weight, int4 18/32), "
+            "activations f32.",
+        "overhead_us of a gemm/gemv row: the intercept of the bucket's time (less activation preparation) as a line "
+        "in the weight's size, through the weights above and the same calls on " + std::to_string(s.small_dim) +
+            "-wide ones (cycled through " + std::to_string(s.small_ring_bytes >> 20) + " MiB): the fixed cost "
+            "of a call (thread team, oneDNN's dispatch).",
+        "activation_prep_ns: seconds per input activation element (x 1e9) of what kernels::linear does to the "
+        "activations before the product, 512 x 2048 of them: bf16 converts them to bf16 a row at a time "
+        "(matmul.cpp), int8/int4 quantize each row (quant.h); f32 nothing.",
+        "linear_group_max_rows: kernels::kGemvMaxRows, the rows up to which kernels::linear_group runs a layer's "
+        "expert GEMVs as one thread team (int8, int4, bf16 where the CPU has AVX-512 BF16; f32 never).",
+        "kernel_overhead_us: the fixed cost of an element-wise kernel: kernels::swiglu_forward on " +
+            std::to_string(kSmallElementwise) + " and twice as many elements (a thread team, in cache): the "
+            "intercept of the line through both. "
+            "kernels_per_expert 1: the SwiGLU moge runs for each expert's rows (moe/mlp.cpp).",
         "memory_bandwidth_gb_s: kernels/membw's read probe, all devices reading at once (one device's share), "
         "or the most bytes/s a measured kernel streamed when that is more.",
         "efficiency.default: compute as bf16 at the largest row count; memory from kernels::swiglu_forward over " +

@@ -53,7 +53,7 @@ OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64
   const double t_compute = flops / (p.peak_flops(type) * e.compute);
   const double t_memory = bytes / (p.memory_bandwidth_bytes_s * e.memory);
   c.memory_bound = t_memory >= t_compute;
-  c.seconds = std::max(t_compute, t_memory) + p.kernel_overhead_s;
+  c.seconds = std::max(t_compute, t_memory) + e.overhead_s;
   return c;
 }
 
@@ -63,13 +63,25 @@ OpCost matmul_cost(const HardwareProfile& p, WeightType w, int64_t rows, int64_t
 
 OpCost grouped_matmul_cost(const HardwareProfile& p, WeightType w, double pairs, double experts, int64_t in,
                            int64_t out) {
-  if (pairs <= 0 || experts <= 0) return {};
-  const int64_t rows = int64_t(std::ceil(pairs / experts - 1e-9));
+  return grouped_call_cost(p, w, {{pairs, experts, in, out}});
+}
+
+OpCost grouped_call_cost(const HardwareProfile& p, WeightType w, const std::vector<GroupPart>& parts) {
+  int64_t rows = 0;
+  double flops = 0, bytes = 0, prepared = 0;
+  for (const GroupPart& g : parts) {
+    if (g.pairs <= 0 || g.experts <= 0) continue;
+    rows = std::max(rows, int64_t(std::ceil(g.pairs / g.experts - 1e-9)));
+    flops += 2.0 * g.pairs * double(g.in) * double(g.out);
+    bytes += g.experts * double(g.in) * double(g.out) * weight_bytes_per_element(w) +
+             g.pairs * double(g.in + g.out) * p.activation_bytes;
+    prepared += g.pairs * double(g.in);
+  }
+  if (rows == 0) return {};
   const KernelClass k = rows <= p.gemv_max_rows ? KernelClass::gemv : KernelClass::gemm;
-  const double flops = 2.0 * pairs * double(in) * double(out);
-  const double bytes = experts * double(in) * double(out) * weight_bytes_per_element(w) +
-                       pairs * double(in + out) * p.activation_bytes;
-  return roofline(p, k, compute_type_of(w), rows, flops, bytes);
+  OpCost c = roofline(p, k, compute_type_of(w), rows, flops, bytes);
+  c.seconds += prepared * p.activation_prep(compute_type_of(w));
+  return c;
 }
 
 const char* collective_name(Collective c) {

@@ -1,13 +1,17 @@
 #pragma once
 // The per-operator cost model (Calculon-style roofline) on one device of a HardwareProfile:
 //   compute op:  t = max(FLOPs / (peak(type) · eff.compute), bytes / (bandwidth · eff.memory))
-//                    + the profile's kernel overhead (0 unless given)
+//                    + the kernel's fixed cost (its bucket's overhead, else the profile's kernel
+//                    overhead; 0 unless given)
+//                    + for a matmul, prep(type) · its input activation elements (the profile's
+//                    activation_prep_ns: moge converts or quantizes them before the product)
 //   collective:  t = steps · latency + (p − 1)/p · S / bandwidth   (all-reduce: twice that)
 // where eff comes from the profile's table for the kernel class and row count, S is the size of
 // the full (gathered / unreduced) buffer, p the group size, steps p − 1 for a ring and 1 for a
 // direct algorithm, and the tier intra-node when the group fits in one node.
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "moge/sim/hardware.h"
 
@@ -40,6 +44,16 @@ OpCost matmul_cost(const HardwareProfile& p, WeightType w, int64_t rows, int64_t
 // 2·pairs·in·out, weights read once per expert; the shape bucket is pairs per expert (rounded up).
 OpCost grouped_matmul_cost(const HardwareProfile& p, WeightType w, double pairs, double experts, int64_t in,
                            int64_t out);
+
+// One part of a grouped call: `pairs` rows over `experts` weights of [out, in].
+struct GroupPart {
+  double pairs, experts;
+  int64_t in, out;
+};
+// Several parts as ONE kernel call (moge's linear_group runs the routed and the shared experts'
+// GEMVs of a layer in one thread team): FLOPs, bytes and prepared activations summed, the bucket
+// of the most rows per weight, one fixed cost.
+OpCost grouped_call_cost(const HardwareProfile& p, WeightType w, const std::vector<GroupPart>& parts);
 
 enum class Collective { all_gather, reduce_scatter, all_reduce, all_to_all };
 const char* collective_name(Collective c);

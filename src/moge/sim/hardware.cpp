@@ -103,9 +103,24 @@ class Reader {
       }
       b.max_rows = r.has("max_rows") ? r.integer("max_rows", true, 0) : 0;
       b.efficiency = r.efficiency();
+      if (r.has("overhead_us")) b.overhead_s = r.number("overhead_us", true, 0, true) * 1e-6;
       out.push_back(b);
     }
     return out;
+  }
+  // An object of numbers by compute type, e.g. {"bf16": 0.9, "int8": 1.2}, into out[type].
+  template <typename T>
+  void by_type(const std::string& key, T (&out)[4], bool integral) const {
+    const Reader r = object(key);
+    for (const auto& [name, value] : r.j_.items()) {
+      ComputeType t;
+      try {
+        t = parse_compute_type(name);
+      } catch (const Error& e) {
+        r.fail(name, std::string("is not a compute type: ") + e.what());
+      }
+      out[int(t)] = integral ? T(r.integer(name, true, 0)) : T(r.number(name, true, 0, true));
+    }
   }
   LinkTier tier() const {
     LinkTier t;
@@ -172,9 +187,15 @@ double HardwareProfile::peak_flops(ComputeType t) const {
 Efficiency HardwareProfile::efficiency(KernelClass k, ComputeType t, int64_t rows) const {
   const std::vector<EfficiencyBucket>& table = k == KernelClass::gemm ? gemm : k == KernelClass::gemv ? gemv : attention;
   for (const EfficiencyBucket& b : table)
-    if (b.type == t && (b.max_rows == 0 || rows <= b.max_rows)) return b.efficiency;
+    if (b.type == t && (b.max_rows == 0 || rows <= b.max_rows)) {
+      Efficiency e = b.efficiency;
+      e.overhead_s = b.overhead_s >= 0 ? b.overhead_s : kernel_overhead_s;
+      return e;
+    }
   if (t == ComputeType::int4) return efficiency(k, ComputeType::int8, rows);
-  return default_efficiency;
+  Efficiency e = default_efficiency;
+  e.overhead_s = kernel_overhead_s;
+  return e;
 }
 
 HardwareProfile HardwareProfile::from_json_text(const std::string& text, const std::string& source) {
@@ -209,6 +230,14 @@ HardwareProfile HardwareProfile::from_json_text(const std::string& text, const s
   p.activation_bytes = dev.integer("activation_bytes", false, 2);
   p.kernel_overhead_s = dev.number("kernel_overhead_us", false, 0, true) * 1e-6;
   p.kernels_per_expert = dev.number("kernels_per_expert", false, 0, true);
+  if (dev.has("activation_prep_ns")) {
+    dev.by_type("activation_prep_ns", p.activation_prep_s, false);
+    for (double& s : p.activation_prep_s) s *= 1e-9;
+  }
+  if (dev.has("linear_group_max_rows")) {
+    p.per_call = true;
+    dev.by_type("linear_group_max_rows", p.linear_group_max_rows, true);
+  }
 
   const Reader eff = top.object("efficiency");
   p.default_efficiency = eff.object("default").efficiency();

@@ -21,14 +21,19 @@ const char* compute_type_name(ComputeType t);
 struct Efficiency {
   double compute = 1.0;
   double memory = 1.0;
+  double overhead_s = 0;  // fixed seconds a call (the bucket's, else the device's kernel overhead)
 };
 
 // One row of an efficiency table: applies to kernels of `type` whose row count (tokens, or
 // token-expert pairs per expert) is at most max_rows (0 = no bound). Rows are tried in file order.
+// overhead_s: the fixed time of one call of such a kernel (a CPU's thread-team fork/join,
+// oneDNN's dispatch), measured as the time a call takes beyond what its FLOPs and bytes explain;
+// negative when the row does not give one (the device's kernel_overhead_s applies).
 struct EfficiencyBucket {
   ComputeType type = ComputeType::bf16;
   int64_t max_rows = 0;
   Efficiency efficiency;
+  double overhead_s = -1;
 };
 
 // Kernel classes with their own efficiency table.
@@ -61,6 +66,20 @@ struct HardwareProfile {
   // a device's experts run as one grouped matmul (Ascend's GroupedMatmul); moge on a CPU runs 4
   // (gate, up, SwiGLU, down a expert, moe/mlp.cpp).
   double kernels_per_expert = 0;
+  // Seconds per input activation element a matmul call spends preparing its activations before
+  // the product, by compute type (moge: converting f32 to bf16 for oneDNN, quantizing rows to
+  // int8 for W8A8/W4A8; one thread, so it does not shrink with the device's cores). 0: none.
+  double activation_prep_s[4] = {0, 0, 0, 0};
+  // How the software issues the matmuls. per_call false: fused QKV and gate|up projections and
+  // a device's routed experts as one grouped matmul (Ascend's GroupedMatmul). per_call true
+  // (moge's CPU engine, the profile's device.linear_group_max_rows): every projection its own
+  // call (q, k, v, o; gate, up, down of each expert and of the shared expert), except that an MoE
+  // layer's calls of at most linear_group_max_rows[type] rows run together as one call
+  // (kernels::linear_group); -1: that type never groups.
+  bool per_call = false;
+  int64_t linear_group_max_rows[4] = {-1, -1, -1, -1};
+  double activation_prep(ComputeType t) const { return activation_prep_s[int(t)]; }
+  int64_t group_max_rows(ComputeType t) const { return linear_group_max_rows[int(t)]; }
   // A matmul with at most gemv_max_rows rows is a GEMV (weight-streaming), else a GEMM.
   int64_t gemv_max_rows = 16;
   Efficiency default_efficiency;
@@ -71,7 +90,7 @@ struct HardwareProfile {
   int total_devices() const { return devices_per_node * nodes; }
   double peak_flops(ComputeType t) const;
   // The first bucket of the class's table matching type and rows (int4: else int8's), else
-  // default_efficiency.
+  // default_efficiency; overhead_s is the bucket's, else kernel_overhead_s.
   Efficiency efficiency(KernelClass k, ComputeType t, int64_t rows) const;
 
   static HardwareProfile from_json_text(const std::string& text, const std::string& source);

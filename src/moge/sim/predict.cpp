@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <utility>
+#include <vector>
 
 #include "moge/core/error.h"
 
@@ -96,6 +98,88 @@ double elementwise_layer(const HardwareProfile& hw, const Shard& sh, const StepS
          elementwise_seconds(hw, 3 * t * sh.d * ab);                                       // y = h + moe
 }
 
+// The attention projections of `tokens` rows: fused QKV and O, or q, k, v and o as four calls
+// (moge, hw.per_call).
+double projections(const HardwareProfile& hw, WeightType w, const Shard& sh, int64_t tokens) {
+  const int64_t q = sh.heads * sh.head_dim, kv = sh.kv_heads * sh.head_dim;
+  const double o = matmul_cost(hw, w, tokens, q, sh.d).seconds;
+  if (!hw.per_call) return matmul_cost(hw, w, tokens, sh.d, sh.qkv_out()).seconds + o;
+  return matmul_cost(hw, w, tokens, sh.d, q).seconds + 2 * matmul_cost(hw, w, tokens, sh.d, kv).seconds + o;
+}
+
+// Seconds of an MoE layer's matmuls on the busiest device: its routed experts (l.max_pairs rows
+// of `tokens` tokens over its experts) and its shard of the shared expert (shared_tokens rows).
+struct MoeTime {
+  double experts = 0, shared = 0;
+};
+
+// One expert's rows when `tokens` tokens each pick it with probability p (uniform routing):
+// Binomial(tokens, p) as {rows, probability}, the rows where the probability is not negligible.
+std::vector<std::pair<int64_t, double>> rows_distribution(int64_t tokens, double p) {
+  if (p >= 1) return {{tokens, 1.0}};
+  if (p <= 0) return {{0, 1.0}};
+  const double n = double(tokens), mean = n * p, sd = std::sqrt(n * p * (1 - p));
+  const int64_t lo = std::max<int64_t>(0, int64_t(mean - 12 * sd) - 1), hi = std::min(tokens, int64_t(mean + 12 * sd) + 1);
+  std::vector<std::pair<int64_t, double>> out;
+  for (int64_t r = lo; r <= hi; ++r) {
+    const double log_pmf = std::lgamma(n + 1) - std::lgamma(double(r) + 1) - std::lgamma(n - double(r) + 1) +
+                           double(r) * std::log(p) + (n - double(r)) * std::log1p(-p);
+    out.push_back({r, std::exp(log_pmf)});
+  }
+  return out;
+}
+
+MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, const ExpertLoad& l, int64_t tokens,
+                    double shared_tokens, bool one_device) {
+  const double pairs = l.max_pairs, touched = l.experts_touched, T = sh.shared_ff > 0 ? shared_tokens : 0;
+  const int64_t d = sh.d, f = sh.expert_ff, s = sh.shared_ff;
+  MoeTime t;
+  if (!hw.per_call) {  // a grouped matmul for the routed experts, fused gate|up
+    t.experts = grouped_matmul_cost(hw, w, pairs, touched, d, 2 * f).seconds +
+                grouped_matmul_cost(hw, w, pairs, touched, f, d).seconds;
+    if (T > 0) t.shared = matmul_cost(hw, w, int64_t(T), d, 2 * s).seconds + matmul_cost(hw, w, int64_t(T), s, d).seconds;
+    return t;
+  }
+  // moge (moe/mlp.cpp, mlp_forward_group): gate and up of every job (a routed expert's rows, the
+  // shared expert's tokens) in one linear_group, then down in another; a job of at most
+  // group_max_rows rows joins the group's one thread team, any other runs its own three calls.
+  // Which experts group depends on each one's rows, not their mean: each of the device's experts
+  // gets Binomial(tokens, p) rows, p set so that they add up to the busiest device's pairs, and
+  // the cost is the expectation over that distribution.
+  const int64_t group = hw.group_max_rows(compute_type_of(w));
+  const double experts = double(sh.experts), p = tokens > 0 ? pairs / (experts * double(tokens)) : 0;
+  double grouped_pairs = 0, grouped_experts = 0;
+  for (const auto& [rows, prob] : rows_distribution(tokens, p)) {
+    if (rows == 0) continue;
+    if (rows <= group) {
+      grouped_pairs += experts * prob * double(rows), grouped_experts += experts * prob;
+    } else {
+      t.experts += experts * prob * (2 * matmul_cost(hw, w, rows, d, f).seconds + matmul_cost(hw, w, rows, f, d).seconds);
+    }
+  }
+  const bool experts_grouped = grouped_experts > 0, shared_grouped = T > 0 && T <= double(group);
+  auto group_call = [&](bool routed, bool shared) {
+    std::vector<GroupPart> up, down;
+    if (routed) up.push_back({grouped_pairs, grouped_experts, d, 2 * f}), down.push_back({grouped_pairs, grouped_experts, f, d});
+    if (shared) up.push_back({T, 1, d, 2 * s}), down.push_back({T, 1, s, d});
+    return up.empty() ? 0.0 : grouped_call_cost(hw, w, up).seconds + grouped_call_cost(hw, w, down).seconds;
+  };
+  // One device runs the routed and the shared experts as one group (MoeLayer::forward); the
+  // expert-parallel runner as two (parallel/expert_parallel.cpp: run_experts, then run_shared).
+  if (one_device && experts_grouped && shared_grouped) {
+    // The team splits its work by weight bytes: so, here, the classes' shares of its time.
+    const double both = group_call(true, true), e_rows = grouped_experts * f, s_rows = double(s);
+    t.experts += both * e_rows / (e_rows + s_rows);
+    t.shared += both * s_rows / (e_rows + s_rows);
+  } else {
+    t.experts += group_call(experts_grouped, false);
+    t.shared += group_call(false, shared_grouped);
+  }
+  if (T > 0 && !shared_grouped)
+    t.shared += 2 * matmul_cost(hw, w, int64_t(T), d, s).seconds + matmul_cost(hw, w, int64_t(T), s, d).seconds;
+  return t;
+}
+
 // One step on the slowest device, every layer.
 StepPrediction predict_step(const model::ModelConfig& c, const HardwareProfile& hw, const ParallelPlan& p,
                             const Workload& w, const LoadModel& load, const StepShape& s, double context,
@@ -108,26 +192,22 @@ StepPrediction predict_step(const model::ModelConfig& c, const HardwareProfile& 
   out.tokens = s.tokens;
   out.context = context;
 
-  const double attention = matmul_cost(hw, w.weights, s.attn_tokens, sh.d, sh.qkv_out()).seconds +
-                           attention_core(hw, sh, s, context, w.kv_bytes, prefill).seconds +
-                           matmul_cost(hw, w.weights, s.attn_tokens, sh.heads * sh.head_dim, sh.d).seconds;
+  const double attention = projections(hw, w.weights, sh, s.attn_tokens) +
+                           attention_core(hw, sh, s, context, w.kv_bytes, prefill).seconds;
   const double attn_bytes = double(s.attn_tokens) * sh.d * ab, unit_bytes = double(s.padded) * sh.d * ab;
   const double comm = collective_seconds(hw, Collective::reduce_scatter, p.attn_tp, attn_bytes) +  // O partial sums
                       collective_seconds(hw, Collective::all_gather, D, unit_bytes) +            // all tokens to all
                       collective_seconds(hw, Collective::reduce_scatter, D, unit_bytes) +        // expert outputs back
                       collective_seconds(hw, Collective::all_gather, p.attn_tp, attn_bytes);     // attention input
-  const double router = matmul_cost(hw, WeightType::bf16, s.tokens, sh.d, c.num_experts).seconds;
-  double shared = 0;
-  if (sh.shared_ff > 0)
-    shared = matmul_cost(hw, w.weights, s.shared_tokens, sh.d, 2 * sh.shared_ff).seconds +
-             matmul_cost(hw, w.weights, s.shared_tokens, sh.shared_ff, sh.d).seconds;
+  // moge keeps the router in f32 (MOGE.md §1); the fused-kernel profiles cost it as bf16.
+  const double router =
+      matmul_cost(hw, hw.per_call ? WeightType::f32 : WeightType::bf16, s.tokens, sh.d, c.num_experts).seconds;
 
   for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
     const ExpertLoad l = load.layer(layer, s.tokens);
-    const double experts = router +
-                           grouped_matmul_cost(hw, w.weights, l.max_pairs, l.experts_touched, sh.d, 2 * sh.expert_ff).seconds +
-                           grouped_matmul_cost(hw, w.weights, l.max_pairs, l.experts_touched, sh.expert_ff, sh.d).seconds +
-                           l.experts_touched * hw.kernels_per_expert * hw.kernel_overhead_s;  // per-expert launches
+    const MoeTime moe = moe_matmuls(hw, w.weights, sh, l, s.tokens, double(s.shared_tokens), D == 1);
+    const double experts = router + moe.experts + l.experts_touched * hw.kernels_per_expert * hw.kernel_overhead_s;
+    const double shared = moe.shared;
     out.time.elementwise += elementwise_layer(hw, sh, s, l.max_pairs, c.num_experts);
     out.time.attention += attention;
     out.time.experts += experts;
