@@ -78,8 +78,12 @@ done
 
 /usr/bin/python3 - "$rows" <<'PY'
 import json, sys
-print("| model | weights | devices | test | measured tok/s | predicted tok/s | error | predicted ms: attn / experts / shared / comm / lm_head / elementwise |")
-print("|---|---|---|---|---|---|---|---|")
+# "read GB/s": what moge bench's bandwidth probe measured after the case (its best round), against
+# the profile's memory_bandwidth_gb_s: this VM's bandwidth drifts, and a case measured on a faster
+# or slower minute than the calibration is off by about that ratio (the two-device profiles give
+# one device's share, about half the probe's).
+print("| model | weights | devices | test | measured tok/s | predicted tok/s | error | read GB/s: bench / profile | predicted ms: attn / experts / shared / comm / lm_head / elementwise |")
+print("|---|---|---|---|---|---|---|---|---|")
 # The best of the rounds for each case (same prediction every round).
 cases = {}
 for line in open(sys.argv[1]):
@@ -87,12 +91,13 @@ for line in open(sys.argv[1]):
     key = (name, dtype, p, n, devices)
     m = json.loads(m)
     if key in cases:
-        for k in ("pp_tokens_per_s", "tg_tokens_per_s"):
+        for k in ("pp_tokens_per_s", "tg_tokens_per_s", "stream_read_gbs"):
             m[k] = max(m[k], cases[key][5][k])
-    cases[key] = (name, dtype, p, n, devices, m, ndev, pr)
+    cases[key] = (name, dtype, p, n, devices, m, ndev, pr, profile)
 errors = []
-for name, dtype, p, n, devices, m, ndev, pr in cases.values():
+for name, dtype, p, n, devices, m, ndev, pr, profile in cases.values():
     pr = json.loads(pr)
+    bw = json.load(open(profile))["device"]["memory_bandwidth_gb_s"]
     for test, key, phase in ((f"pp{p}", "pp_tokens_per_s", "prefill"), (f"tg{n} @ {int(p) + int(n) // 2}", "tg_tokens_per_s", "decode")):
         meas = m[key]
         pred = pr[phase]["tokens_per_s_per_device"] * int(ndev)
@@ -100,7 +105,7 @@ for name, dtype, p, n, devices, m, ndev, pr in cases.values():
         errors.append(abs(err))
         ms = pr[phase]["ms"]
         parts = " / ".join(f"{ms[k]:.3g}" for k in ("attention", "experts", "shared_expert", "comm", "lm_head", "elementwise"))
-        print(f"| {name} | {dtype} | {devices} | {test} | {meas:.1f} | {pred:.1f} | {err:+.1f}% | {parts} |")
+        print(f"| {name} | {dtype} | {devices} | {test} | {meas:.1f} | {pred:.1f} | {err:+.1f}% | {m['stream_read_gbs']:.1f} / {bw:.1f} | {parts} |")
 within = sum(e <= 10 for e in errors)
 print(f"\n{within} of {len(errors)} within 10%; mean |error| {sum(errors) / len(errors):.1f}%, max {max(errors):.1f}%")
 PY
