@@ -2,7 +2,7 @@
 // kernel carries the target attribute, and it runs only when the CPU has the feature).
 #include "moge/kernels/gemv_bf16.h"
 
-#include "moge/kernels/quant.h"  // kDecodePrefetchBytes
+#include "moge/kernels/quant.h"  // prefetch_decode
 
 #include <immintrin.h>
 
@@ -37,7 +37,7 @@ MOGE_AVX512BF16 void row_dot(const bf16* x, int64_t ldx, const bf16* w, int64_t 
   for (; k + 32 * U <= in; k += 32 * U)
     for (int u = 0; u < U; ++u) {
       const __m512i wv = _mm512_loadu_si512(w + k + 32 * u);
-      _mm_prefetch(reinterpret_cast<const char*>(w + k + 32 * u) + detail::kDecodePrefetchBytes, _MM_HINT_T0);
+      detail::prefetch_decode(w + k + 32 * u);
       for (int r = 0; r < R; ++r) acc[r][u] = dpbf16(acc[r][u], _mm512_loadu_si512(x + r * ldx + k + 32 * u), wv);
     }
   for (; k < in; k += 32) {  // whole vectors, then a masked tail
@@ -64,7 +64,7 @@ MOGE_AVX512BF16 void dot4(const bf16* x, const bf16* w, int64_t ldw, int64_t in,
       const __m512i xv = _mm512_loadu_si512(x + k + 32 * u);
       for (int o = 0; o < 4; ++o) {
         const bf16* wp = w + o * ldw + k + 32 * u;
-        _mm_prefetch(reinterpret_cast<const char*>(wp) + detail::kDecodePrefetchBytes, _MM_HINT_T0);
+        detail::prefetch_decode(wp);
         acc[o][u] = dpbf16(acc[o][u], xv, _mm512_loadu_si512(wp));
       }
     }

@@ -183,6 +183,18 @@ struct QuantActs {
 // 8 KiB no more).
 constexpr int64_t kDecodePrefetchBytes = 4096;
 
+// The decode kernels' prefetch of p + kDecodePrefetchBytes, into L2 (prefetcht1), not L1: an L1
+// prefetch holds one of the core's few L1 miss buffers until its line arrives, which capped the
+// lines in flight; L2 tracks many more. On the same VM (probe and kernel alternated in one
+// process, medians of 30-40 sweeps) q8 at 2 threads went from 82-87% to 88-92% of the read
+// probe ([1024, 2048]), at 1 thread from 81-95% to 88-101%, the bf16 GEMV's single stream
+// ([2048, 1024], 2 threads) from 87% to 90%; q4 and the 4-stream bf16 rows did not change.
+// Not everywhere: in one slow spell of the VM (15 GB/s for 2 threads) T0 read 5 points more at
+// 2 threads.
+inline void prefetch_decode(const void* p) {
+  __builtin_prefetch(static_cast<const char*>(p) + kDecodePrefetchBytes, 0, 2);  // locality 2: prefetcht1
+}
+
 // Activations prepared for one path (q8 or q4, per the layout above), owning their buffers.
 struct PreparedActs {
   std::vector<int8_t> x, tmp;

@@ -65,7 +65,7 @@ MOGE_AVX512 void q8_tile(const QuantActs& a, int64_t r0, const Q8Ref& w, int64_t
     for (int u = 0; u < U; ++u) {
       __m512i wv[NO];
       for (int o = 0; o < NO; ++o) wv[o] = _mm512_loadu_si512(wp + o * in + k + 64 * u);
-      if (NO == 1) _mm_prefetch(reinterpret_cast<const char*>(wp + k + 64 * u) + kDecodePrefetchBytes, _MM_HINT_T0);
+      if (NO == 1) prefetch_decode(wp + k + 64 * u);
       if (prefetch)
         for (int o = 0; o < NO; ++o) _mm_prefetch(pf + (k + 64 * u) * NO + 64 * o, _MM_HINT_T1);
       for (int r = 0; r < R; ++r) {
@@ -124,8 +124,8 @@ MOGE_AVX512 inline void q4_group(const QuantActs& a, const int8_t* xp, const int
     if (g * 64 < NO * nb * 2) _mm_prefetch(reinterpret_cast<const char*>(sp[0] + 2 * NO * nb) + g * 64, _MM_HINT_T1);
   }
   if (NO == 1) {  // kDecodePrefetchBytes ahead in the nibbles, and as many blocks ahead in the scales
-    _mm_prefetch(reinterpret_cast<const char*>(wp[0] + g * 64) + kDecodePrefetchBytes, _MM_HINT_T0);
-    if (g % 8 == 0) _mm_prefetch(reinterpret_cast<const char*>(sp[0] + g * 4) + kDecodePrefetchBytes / 8, _MM_HINT_T0);
+    prefetch_decode(wp[0] + g * 64);
+    if (g % 8 == 0) _mm_prefetch(reinterpret_cast<const char*>(sp[0] + g * 4) + kDecodePrefetchBytes / 8, _MM_HINT_T1);
   }
   __m512i lo[NO], hi[NO];
   __m512 d[NO];
