@@ -210,5 +210,30 @@ TEST(SimPredict, PerCallEngineByHand) {
   EXPECT_NEAR(f.decode.time.shared, 2 * 3 * (131840 / 0.8e12 + 1e-6), 1e-15);
 }
 
+TEST(SimPredict, WeightsThatFitTheCacheStreamAtItsBandwidth) {
+  // The model above (bf16 weights) and its lm_head: one decode row of [1000, 128] bf16, the
+  // default efficiency (memory 0.8): 1000·128·2 + (128 + 1000)·2 = 258256 bytes at 0.8 of the
+  // bandwidth. Its weights, well under 1 GiB, fit a 1 GiB cache of 4000 GB/s; not a 1 MiB one.
+  const nlohmann::json cfg = {{"vocab_size", 1000},  {"hidden_size", 128},   {"num_hidden_layers", 2},
+                              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", 8},
+                              {"num_experts_per_tok", 2}, {"num_expert_groups", 2}, {"routing_mode", "grouped"},
+                              {"moe_intermediate_size", 64}, {"shared_expert_intermediate_size", 256},
+                              {"max_position_embeddings", 4096}};
+  const model::ModelConfig c = model::ModelConfig::from_json_text(cfg.dump(), "hand");
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["cache_mib"] = 1024;
+  j["device"]["cache_bandwidth_gb_s"] = 4000;
+  Workload w;
+  w.prompt = 16;
+  w.gen = 2;
+  const Prediction in = run(c, HardwareProfile::from_json_text(j.dump(), "t.json"), "attn=dp1", w);
+  EXPECT_TRUE(in.in_cache);
+  EXPECT_NEAR(in.decode.time.lm_head, 258256 / (4000e9 * 0.8), 1e-18);
+  j["device"]["cache_mib"] = 1;
+  const Prediction out = run(c, HardwareProfile::from_json_text(j.dump(), "t.json"), "attn=dp1", w);
+  EXPECT_FALSE(out.in_cache);
+  EXPECT_NEAR(out.decode.time.lm_head, 258256 / (1000e9 * 0.8), 1e-18);
+}
+
 }  // namespace
 }  // namespace moge::sim

@@ -119,6 +119,12 @@ TEST(SimProfile, PerCallEngineFields) {
   j["device"]["linear_group_max_rows"] = {{"int8", 0}};
   EXPECT_EQ(profile_error(j), "bad.json: field 'device.linear_group_max_rows.int8' must be a positive integer (got 0)");
   j["device"]["linear_group_max_rows"] = {{"int8", 4}};
+  j["device"]["cache_mib"] = 300;
+  EXPECT_EQ(profile_error(j), "bad.json: field 'device.cache_bandwidth_gb_s' is missing");
+  j["device"]["cache_bandwidth_gb_s"] = 50;
+  p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_DOUBLE_EQ(p.cache_bytes, 300.0 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(p.cache_bandwidth_bytes_s, 50e9);
   j["efficiency"]["gemv"][0]["overhead_us"] = -1;
   EXPECT_EQ(profile_error(j), "bad.json: field 'efficiency.gemv[0].overhead_us' must be non-negative (got -1)");
 }

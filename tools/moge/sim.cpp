@@ -128,7 +128,8 @@ void run_predict(const PredictArgs& a) {
                                         {"reserved", gib(r.memory.reserved)},
                                         {"total", gib(r.memory.total())},
                                         {"capacity", gib(r.memory.capacity)},
-                                        {"fits", r.memory.fits()}}}};
+                                        {"fits", r.memory.fits()}}},
+                        {"weights_in_cache", r.in_cache}};
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -157,6 +158,7 @@ void run_predict(const PredictArgs& a) {
   std::printf("memory a device: weights %.2f + KV cache %.2f + activations %.2f + reserved %.2f = %.2f of %.2f GiB%s\n",
               gib(r.memory.weights), gib(r.memory.kv_cache), gib(r.memory.activations), gib(r.memory.reserved),
               gib(r.memory.total()), gib(r.memory.capacity), r.memory.fits() ? "" : "  DOES NOT FIT");
+  if (r.in_cache) std::printf("weights and KV cache fit the profile's cache: streamed at its bandwidth\n");
 }
 
 }  // namespace

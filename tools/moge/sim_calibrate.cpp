@@ -21,6 +21,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <unistd.h>
 
 #include "devices.h"
 #include "moge/core/buffer.h"
@@ -272,6 +273,19 @@ double time_activation_prep(WeightFormat format, double target_s) {
   return best_of_3(once, target_s) / double(rows * in);
 }
 
+// The last-level cache's size (0 when the system does not say).
+size_t last_level_cache_bytes() {
+  const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
+  return l3 > 0 ? size_t(l3) : 0;
+}
+
+// The cache probe's buffer: a quarter of the last-level cache, at most 32 MiB (past the L2 of
+// any core, well inside an L3 that other tenants share).
+size_t cache_probe_bytes() {
+  const size_t llc = last_level_cache_bytes();
+  return std::clamp(llc / 4, size_t(1) << 20, size_t(32) << 20);
+}
+
 // Mean seconds of `calls` all-gathers (gather) or reduce-scatters of `total` floats over comm,
 // after one warm-up call; every rank makes the same calls, so no rank waits for a stray one.
 double time_collective(parallel::Comm& comm, bool gather, int64_t total, int calls) {
@@ -292,6 +306,7 @@ double time_collective(parallel::Comm& comm, bool gather, int64_t total, int cal
 // What the devices measured, averaged over them (all measure at once).
 struct Measured {
   double bandwidth = 0;                // bytes/s, one device's share
+  double cache_bandwidth = 0;          // the same on a buffer in the last-level cache
   std::vector<Cost> gemv[4], gemm[4];  // by format and bucket: one call at each of bucket_rows()
   std::vector<Cost> gemv_small[4], gemm_small[4];  // the same on small_dim-sized weights
   double prep[4] = {};                 // time_activation_prep by format
@@ -304,7 +319,7 @@ struct Measured {
 
 // Every number of m, in a fixed order, for an all-reduce over devices (and back).
 std::vector<double*> fields(Measured& m) {
-  std::vector<double*> v = {&m.bandwidth, &m.attn_decode, &m.attn_prefill, &m.elementwise, &m.coll_small, &m.coll_big};
+  std::vector<double*> v = {&m.bandwidth, &m.cache_bandwidth, &m.attn_decode, &m.attn_prefill, &m.elementwise, &m.coll_small, &m.coll_big};
   v.insert(v.end(), {&m.elementwise_small[0], &m.elementwise_small[1]});
   for (int f = 0; f < 4; ++f) {
     for (auto* table : {&m.gemv[f], &m.gemm[f], &m.gemv_small[f], &m.gemm_small[f]})
@@ -333,6 +348,7 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
   };
   sync("memory bandwidth");
   m.bandwidth = kernels::measure_read_bandwidth(s.ring_bytes, s.quick ? 2 : 5) * 1e9;
+  m.cache_bandwidth = kernels::measure_read_bandwidth(cache_probe_bytes(), s.quick ? 2 : 20) * 1e9;
   for (int f = 0; f < 4; ++f) {
     const WeightFormat format = kFormats[f];
     const std::string type = format_type(format);
@@ -369,6 +385,7 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
 // The best of two rounds: every time the shorter, the bandwidth the higher.
 void keep_best(Measured& best, const Measured& m) {
   best.bandwidth = std::max(best.bandwidth, m.bandwidth);
+  best.cache_bandwidth = std::max(best.cache_bandwidth, m.cache_bandwidth);
   for (int f = 0; f < 4; ++f) {
     for (auto [b, n] : {std::pair{&best.gemv[f], &m.gemv[f]}, {&best.gemm[f], &m.gemm[f]},
                         {&best.gemv_small[f], &m.gemv_small[f]}, {&best.gemm_small[f], &m.gemm_small[f]}})
@@ -529,6 +546,7 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
        {{"peak_tflops", peaks},
         {"memory_bandwidth_gb_s", round_sig(bw / 1e9)},
         {"memory_capacity_gib", round_sig(total / devices / gib)},
+
         {"memory_reserved_gib", round_sig((total - available) / devices / gib)},
         {"activation_bytes", 4},
         {"kernel_overhead_us", round_sig(overhead * 1e6)},
@@ -569,6 +587,9 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
             std::to_string(kSmallElementwise) + " and twice as many elements (a thread team, in cache): the "
             "intercept of the line through both. "
             "kernels_per_expert 1: the SwiGLU moge runs for each expert's rows (moe/mlp.cpp).",
+        "cache_mib: the last-level cache (sysconf) / devices; cache_bandwidth_gb_s: kernels/membw's read probe "
+        "on " + std::to_string(cache_probe_bytes() >> 20) + " MiB (in that cache), all devices at once, at least "
+        "memory_bandwidth_gb_s.",
         "memory_bandwidth_gb_s: kernels/membw's read probe, all devices reading at once (one device's share), "
         "or the most bytes/s a measured kernel streamed when that is more.",
         "efficiency.default: compute as bf16 at the largest row count; memory from kernels::swiglu_forward over " +
@@ -580,6 +601,10 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
         "Collectives: mean of all_gather and reduce_scatter_sum; latency from 1 float a device, bandwidth from " +
             std::to_string(s.coll_big_floats * 4 >> 20) + " MB in all over " + std::to_string(m.coll_devices) +
             " devices; inter_node is a copy of intra_node (one machine)."}}};
+  if (last_level_cache_bytes() > 0) {  // else the profile has one memory level
+    j["device"]["cache_mib"] = round_sig(double(last_level_cache_bytes()) / devices / (1 << 20));
+    j["device"]["cache_bandwidth_gb_s"] = round_sig(std::max(m.cache_bandwidth, bw) / 1e9);
+  }
   return j;
 }
 

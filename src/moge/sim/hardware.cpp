@@ -224,6 +224,10 @@ HardwareProfile HardwareProfile::from_json_text(const std::string& text, const s
   p.peak_flops_int4 = peak.number("int4", false) * 1e12;
   p.memory_bandwidth_bytes_s = dev.number("memory_bandwidth_gb_s", true) * 1e9;
   p.memory_capacity_bytes = dev.number("memory_capacity_gib", true) * kGiB;
+  if (dev.has("cache_mib") || dev.has("cache_bandwidth_gb_s")) {
+    p.cache_bytes = dev.number("cache_mib", true) * 1024 * 1024;
+    p.cache_bandwidth_bytes_s = dev.number("cache_bandwidth_gb_s", true) * 1e9;
+  }
   p.memory_reserved_bytes = dev.number("memory_reserved_gib", false, 0, true) * kGiB;
   if (p.memory_reserved_bytes >= p.memory_capacity_bytes)
     dev.fail("memory_reserved_gib", "must be less than memory_capacity_gib");

@@ -58,6 +58,10 @@ struct HardwareProfile {
   double peak_flops_bf16 = 0, peak_flops_int8 = 0, peak_flops_f32 = 0;  // FLOP/s (OP/s for int8)
   double peak_flops_int4 = 0;  // W4A8; 0: peak_flops_int8
   double memory_bandwidth_bytes_s = 0;
+  // A last-level cache that keeps a small model's weights from one step to the next: when all of
+  // a device's weights and KV cache fit in cache_bytes, every kernel streams at
+  // cache_bandwidth_bytes_s instead of memory_bandwidth_bytes_s (0: no such level).
+  double cache_bytes = 0, cache_bandwidth_bytes_s = 0;
   double memory_capacity_bytes = 0;
   double memory_reserved_bytes = 0;  // held by the runtime, not available to the model
   int activation_bytes = 2;          // bytes per activation element the kernels read and write

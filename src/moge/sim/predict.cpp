@@ -272,17 +272,21 @@ Prediction predict(const model::ModelConfig& c, const HardwareProfile& hw, const
 
   const int64_t prefill_seqs = w.prefill_batch > 0 ? w.prefill_batch : p.attn_dp;
   const StepShape pre = step_shape(prefill_seqs, w.prompt, p), dec = step_shape(w.batch, 1, p);
-  out.prefill = predict_step(c, hw, p, w, load, pre, double(w.prompt), true);
-  // Decode at the mean context over the generation: the cost is linear in the context, so this
-  // step's time is the mean of the G steps' times.
-  out.decode = predict_step(c, hw, p, w, load, dec, double(w.prompt) + double(w.gen) / 2, false);
-
   const Shard sh(c, p);
   out.memory.capacity = hw.memory_capacity_bytes;
   out.memory.reserved = hw.memory_reserved_bytes;
   out.memory.weights = weight_bytes(c, p, w.weights, w.lm_head);
   out.memory.kv_cache = double(dec.attn_seqs) * double(w.prompt + w.gen) * c.num_hidden_layers * 2.0 * sh.kv_heads *
                         sh.head_dim * w.kv_bytes;
+
+  // A model whose weights and KV cache fit in the cache streams them from there, step after step.
+  out.in_cache = out.memory.weights + out.memory.kv_cache <= hw.cache_bytes;
+  HardwareProfile cached = hw;
+  if (out.in_cache) cached.memory_bandwidth_bytes_s = hw.cache_bandwidth_bytes_s;
+  out.prefill = predict_step(c, cached, p, w, load, pre, double(w.prompt), true);
+  // Decode at the mean context over the generation: the cost is linear in the context, so this
+  // step's time is the mean of the G steps' times.
+  out.decode = predict_step(c, cached, p, w, load, dec, double(w.prompt) + double(w.gen) / 2, false);
   out.memory.activations = std::max(activation_bytes(c, hw, p, pre, out.prefill.max_expert_pairs),
                                     activation_bytes(c, hw, p, dec, out.decode.max_expert_pairs));
   return out;

@@ -67,6 +67,7 @@ struct Prediction {
   int devices_per_card = 1;
   StepPrediction prefill, decode;
   MemoryUse memory;
+  bool in_cache = false;  // weights and KV cache fit the profile's cache: streamed at its bandwidth
 };
 
 // Validates the plan against the model and profile (Error naming what is wrong) and predicts.
