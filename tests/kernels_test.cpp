@@ -109,7 +109,8 @@ TEST(Matmul, MatchesNaiveLoopsForAllLayoutsAndDtypes) {
   const DTypePair dtypes[] = {
       {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f32, DType::bf16}, {DType::bf16, DType::f32}};
   // m = 1 and 5 take oneDNN's small-row path, 13 and 33 an exact-shape primitive, 97 = 96 + 1 and
-  // 134 = 128 + 6 a bulk primitive plus a tail; k = 75 = 64 + 11 is cut in two accumulated pieces.
+  // 134 = 128 + 6 a bulk primitive plus a tail (or, Rows::exact, one primitive); k = 75 = 64 + 11
+  // is cut in two accumulated pieces.
   const int64_t ms[] = {1, 5, 13, 33, 97, 134};
   const int64_t ks[] = {23, 75};
   const int64_t n = 11;
@@ -119,16 +120,18 @@ TEST(Matmul, MatchesNaiveLoopsForAllLayoutsAndDtypes) {
       for (bool trans_b : {false, true})
         for (int64_t m : ms)
           for (int64_t k : ks)
-          for (bool accumulate : {false, true}) {
+          for (bool accumulate : {false, true})
+          for (Rows rows : {Rows::bucketed, Rows::exact}) {
             SCOPED_TRACE(testing::Message() << dtype_name(dta) << " x " << dtype_name(dtb) << " trans_a " << trans_a
-                                            << " trans_b " << trans_b << " m " << m << " k " << k << " accumulate " << accumulate);
+                                            << " trans_b " << trans_b << " m " << m << " k " << k << " accumulate " << accumulate
+                                            << " exact rows " << (rows == Rows::exact));
             // Padded rows everywhere: ld > stored columns for a, b and c.
             Operand a(m, k, trans_a, dta, 3, rng), b(k, n, trans_b, dtb, 5, rng);
             const int64_t ldc = n + 2;
             std::vector<float> c0(size_t(m * ldc));
             for (float& v : c0) v = rng.uniform(-1.0f, 1.0f);
             std::vector<float> c = c0;
-            matmul(m, n, k, a.ref(), b.ref(), c.data(), ldc, accumulate);
+            matmul(m, n, k, a.ref(), b.ref(), c.data(), ldc, accumulate, rows);
             expect_product(a, b, c0, c, m, n, k, ldc, accumulate);
           }
 }
@@ -225,6 +228,14 @@ TEST(Matmul, PrimitiveCacheReusesPrimitives) {
   const int before_k = matmul_primitive_count();
   for (int64_t kk = 65; kk <= 320; ++kk) matmul(3, n, kk, short_a.ref(), wide_b.ref(), wide_c.data(), n);
   EXPECT_LE(matmul_primitive_count() - before_k, 40) << "k = 65..320";
+
+  // Rows::exact: one primitive per m (here 65..80, none of them a bucket size seen above), then
+  // none for the same sizes again.
+  const int before_exact = matmul_primitive_count();
+  for (int64_t mm = 65; mm <= 80; ++mm) matmul(mm, n, k, tall_a.ref(), b.ref(), wide_c.data(), n, false, Rows::exact);
+  EXPECT_EQ(matmul_primitive_count() - before_exact, 16) << "exact m = 65..80";
+  for (int64_t mm = 65; mm <= 80; ++mm) matmul(mm, n, k, tall_a.ref(), b.ref(), wide_c.data(), n, false, Rows::exact);
+  EXPECT_EQ(matmul_primitive_count() - before_exact, 16) << "exact m = 65..80 again";
 }
 
 // ---------------------------------------------------------------------------------------------

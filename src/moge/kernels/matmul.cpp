@@ -152,7 +152,7 @@ const bf16* as_bf16(const MatRef& r, int64_t rows, int64_t cols, std::vector<bf1
 
 }  // namespace
 
-void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate) {
+void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate, Rows rows) {
   if (m == 0 || n == 0) return;
   thread_local std::vector<bf16> scratch_a, scratch_b;
   if (a.dtype != b.dtype) {
@@ -165,11 +165,13 @@ void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64
         for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
     return;
   }
-  for_each_piece(m, [&](int64_t m0, int64_t mb) {
+  auto run_rows = [&](int64_t m0, int64_t mb) {
     for_each_piece(k, [&](int64_t k0, int64_t kb) {
       run_primitive(mb, n, kb, offset(a, m0, k0), offset(b, k0, 0), c + m0 * ldc, ldc, accumulate || k0 > 0);
     });
-  });
+  };
+  if (rows == Rows::exact) run_rows(0, m);
+  else for_each_piece(m, run_rows);
 }
 
 int matmul_primitive_count() {

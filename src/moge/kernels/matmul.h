@@ -8,8 +8,9 @@
 // bf16; accumulation is always f32. When their dtypes differ the f32 one is rounded to bf16 first
 // (weights decide the compute type). Primitives are created once per problem (sizes, strides,
 // dtypes, flags) and kept in a bounded LRU cache: oneDNN's fast kernels need the sizes at
-// creation. m and k above 64 run as a multiple of 32 plus a tail (two executions), so sizes that
-// vary from call to call (tokens per expert) reuse a bounded set of primitives.
+// creation. k above 64, and m above 64 unless Rows::exact, run as a multiple of 32 plus a tail (two
+// executions), so sizes that vary from call to call (tokens per expert) reuse a bounded set of
+// primitives.
 #include <cstdint>
 
 #include "moge/core/dtype.h"
@@ -26,8 +27,16 @@ struct MatRef {
   static MatRef bf16(const moge::bf16* p, int64_t ld, bool trans = false) { return {p, DType::bf16, ld, trans}; }
 };
 
+// How a row count m above 64 runs. `bucketed`: a multiple of 32 plus a tail, two executions, so
+// row counts that vary from call to call reuse a bounded set of primitives; but oneDNN re-packs B
+// in each execution, which made an expert's time jump at every row count past a multiple of 32.
+// `exact`: one primitive per m, one execution, a time linear in m, which expert-parallel balance
+// needs (equal pairs on two devices cost equal time however they fall on experts). A new m costs
+// ~1 ms of primitive creation once (n = 512, k = 1024, one thread).
+enum class Rows { bucketed, exact };
+
 void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc,
-            bool accumulate = false);
+            bool accumulate = false, Rows rows = Rows::bucketed);
 
 // Number of oneDNN primitives created so far (for tests of the cache).
 int matmul_primitive_count();

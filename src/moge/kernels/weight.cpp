@@ -150,7 +150,12 @@ void linear(int64_t rows, const float* x, const WeightRef& w, float* y) {
     default: {
       MatRef b = w.dense;
       b.trans = true;
-      matmul(rows, w.out, w.in, MatRef::f32(x, w.in), b, y, w.out);
+      // bf16 weights are served ones: exact rows make an expert's time linear in its tokens
+      // (matmul.h), which expert-parallel balance needs, and a server meets each row count once.
+      // f32 weights are training's masters, whose row counts change every step: buckets, so as not
+      // to create primitives all through a run.
+      const Rows split = w.format == WeightFormat::bf16 ? Rows::exact : Rows::bucketed;
+      matmul(rows, w.out, w.in, MatRef::f32(x, w.in), b, y, w.out, false, split);
     }
   }
 }
