@@ -91,8 +91,8 @@ rc=0
 [ "$rc" = 1 ] && [ "$(wc -l < "$dir/local.err")" = 1 ] && grep -q "device 3" "$dir/local.err" \
   || { echo "local devices: rc $rc"; cat "$dir/local.err"; exit 1; } >&2
 for model in tiny-moge tiny-topk; do
-  "$moge" bench -m "$src/models/$model" -p 32 -n 2 -r 3 -t 2 --devices 4 --isolate-experts --json > "$dir/bench.json" \
-    2> /dev/null
+  "$moge" bench -m "$src/models/$model" -p 32 -n 2 -r 3 -t 2 --devices 4 --isolate-experts --isolate-rounds 2 \
+    --json > "$dir/bench.json" 2> /dev/null
   /usr/bin/python3 - "$dir/bench.json" "$model" <<'PY'
 import json, sys
 ep = json.load(open(sys.argv[1]))["expert_parallel"]
@@ -106,4 +106,9 @@ assert all(l["calls"] == 2 * 3 for device in layers for l in device), layers[0]
 assert ep["expert_time_over_balanced"] >= 1 and ep["expert_time_over_balanced_best"] >= 1, ep
 PY
 done
+rc=0
+"$moge" bench -m "$src/models/tiny-moge" -p 8 -n 1 --devices 2 --isolate-experts --isolate-rounds 0 2> "$dir/rounds.err" \
+  > /dev/null || rc=$?
+[ "$rc" = 1 ] && [ "$(wc -l < "$dir/rounds.err")" = 1 ] && grep -q -- "--isolate-rounds" "$dir/rounds.err" \
+  || { echo "--isolate-rounds 0: rc $rc"; cat "$dir/rounds.err"; exit 1; } >&2
 echo "expert parallelism CLI: ok"

@@ -49,7 +49,7 @@ std::string decode_kernel(kernels::WeightFormat format) {
 void add_bench_command(CLI::App& app) {
   struct Args {
     std::string model, dtype = "bf16", devices, dispatch, load_svg;
-    int prompt = 512, gen = 128, threads = 0, repetitions = 2;
+    int prompt = 512, gen = 128, threads = 0, repetitions = 2, isolate_rounds = 3;
     bool json = false, isolate_experts = false;
   };
   auto a = std::make_shared<Args>();
@@ -66,8 +66,12 @@ void add_bench_command(CLI::App& app) {
   cmd->add_flag("--isolate-experts", a->isolate_experts,
                 "with --devices: devices take turns running their routed experts, each timed alone (for the "
                 "expert time against perfect balance where devices outnumber cores)");
+  cmd->add_option("--isolate-rounds", a->isolate_rounds,
+                  "with --isolate-experts: rounds of turns, each device's least time kept")
+      ->capture_default_str();
   cmd->callback([a] {
-    check(a->prompt > 0 && a->gen > 0 && a->repetitions > 0, "-p, -n and -r must be positive");
+    check(a->prompt > 0 && a->gen > 0 && a->repetitions > 0 && a->isolate_rounds > 0,
+          "-p, -n, -r and --isolate-rounds must be positive");
     if (a->threads > 0) omp_set_num_threads(a->threads);
     const kernels::WeightFormat format = kernels::parse_weight_format(a->dtype);
     const DevicesSpec spec = parse_devices(a->devices);
@@ -75,7 +79,7 @@ void add_bench_command(CLI::App& app) {
     const bool main = device == 0;
     if (main) std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
     DeviceModel dm(a->model, format, comm, a->dispatch);
-    if (dm.runner()) dm.runner()->set_isolated_expert_timing(a->isolate_experts);
+    if (dm.runner()) dm.runner()->set_isolated_expert_timing(a->isolate_experts ? a->isolate_rounds : 0);
     const model::Model& m = dm.model();
     const model::ModelConfig& c = m.config();
     Rng rng(1);

@@ -141,14 +141,14 @@ void ExpertParallelMoe::run_own_experts(LayerLoad& load, const moe::MoeLayer& mo
     return thread_cpu_seconds() - cpu0;
   };
   double mine = 0;
-  if (!isolate_experts_) {
+  if (isolate_rounds_ == 0) {
     mine = timed();
   } else {
-    // One device at a time, the others in the barrier; three rounds of turns, each device's
-    // least time kept (the runs compute the same ye). Interference only adds time, and this
-    // VM's speed drifts by up to 2x over seconds: rounds spread each device's runs over time.
+    // One device at a time, the others in the barrier; rounds of turns, each device's least time
+    // kept (the runs compute the same ye). Interference only adds time, and this VM's speed
+    // drifts by up to 2x over seconds: rounds spread each device's runs over time.
     mine = 1e30;
-    for (int round = 0; round < 3; ++round)
+    for (int round = 0; round < isolate_rounds_; ++round)
       for (int turn = 0; turn < comm_.size(); ++turn) {
         comm_.barrier();
         if (turn == comm_.rank()) mine = std::min(mine, timed());

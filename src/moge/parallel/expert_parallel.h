@@ -72,12 +72,12 @@ class ExpertParallelMoe : public model::MoeRunner {
   DispatchScheme scheme() const { return scheme_; }
   const std::vector<LayerLoad>& load() const { return load_; }  // this device's, per layer
   void reset_load();
-  // Devices take turns running their routed experts, so that each is timed alone (what D
-  // devices with their own cores would measure, on a machine with fewer cores than devices),
-  // in three rounds, keeping each device's least time (a noisy machine's interference only adds
-  // time). Slower (3·D barriers a layer, experts run 3 times); for the expert time against
-  // perfect balance.
-  void set_isolated_expert_timing(bool on) { isolate_experts_ = on; }
+  // With rounds > 0, devices take turns running their routed experts, so that each is timed
+  // alone (what D devices with their own cores would measure, on a machine with fewer cores than
+  // devices), in `rounds` rounds, keeping each device's least time (a noisy machine's
+  // interference only adds time). Slower (rounds·D barriers a layer, experts run `rounds` times);
+  // for the expert time against perfect balance. 0: every device times its one run.
+  void set_isolated_expert_timing(int rounds) { isolate_rounds_ = rounds; }
 
  private:
   void run_all_gather(LayerLoad& load, const moe::MoeLayer& moe, const float* x, int64_t tokens, float* y,
@@ -96,7 +96,7 @@ class ExpertParallelMoe : public model::MoeRunner {
   DispatchScheme scheme_;
   std::vector<LayerLoad> load_;
   std::vector<int> device_of_;  // expert -> device, for the balance metrics
-  bool isolate_experts_ = false;
+  int isolate_rounds_ = 0;
   // Scratch reused across calls.
   std::vector<float> rows_in_, rows_out_, partial_, recv_in_, recv_out_;
   std::vector<int32_t> send_expert_, recv_expert_;
