@@ -18,6 +18,13 @@ JSON
 import json; j = json.load(open('$dir/bench.json'))
 assert j['pp_tokens_per_s'] > 0 and j['tg_tokens_per_s'] > 0 and j['stream_read_gbs'] > 0, j
 assert j['params'] == 2 * 800 * 64 + 64 + 2 * (2 * (64 * 64 + 64) + 2 * (64 * 32 + 32) + 2 * 64 + 8 * 64 + 8 + 8 * 3 * 64 * 32 + 3 * 64 * 64), j"
+# A checkpoint stored int8 runs as stored whatever --type says (bf16 by default): the JSON names
+# the kernel that ran, not the one --type asked for.
+"$moge" convert -m "$dir/model" -o "$dir/int8" --type int8 2> /dev/null
+"$moge" bench -m "$dir/int8" -p 8 -n 2 -r 1 --json 2> /dev/null > "$dir/bench8.json"
+/usr/bin/python3 -c "
+import json; j = json.load(open('$dir/bench8.json'))
+assert j['decode_kernel'].startswith('quant '), j['decode_kernel']"
 echo '{"vocab_size": 800}' > "$dir/bad.json"
 if "$moge" init --config "$dir/bad.json" -o "$dir/x" 2> "$dir/err"; then exit 1; fi
 grep -q "bad.json: missing field 'hidden_size'" "$dir/err"

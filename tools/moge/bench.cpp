@@ -126,7 +126,7 @@ void add_bench_command(CLI::App& app) {
                           {"stream_read_gbs", stream_gbs}, {"fraction_of_stream", decode_gbs / stream_gbs},
                           {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb},
                           {"gemm_isa", kernels::matmul_isa()}, {"quant_kernel", kernels::quant_kernel_name()},
-                          {"decode_kernel", decode_kernel(format)}};
+                          {"decode_kernel", decode_kernel(m.weight_format())}};
       if (!loads.empty()) {
         j["expert_parallel"] = device_loads_json(loads, dm.scheme());
         j["expert_parallel"]["isolated_expert_timing"] = a->isolate_experts;
@@ -144,7 +144,7 @@ void add_bench_command(CLI::App& app) {
                 "measured now\n",
                 bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
     std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, decode GEMV %s\n", rss_gb, file_gb,
-                kernels::matmul_isa(), decode_kernel(format).c_str());
+                kernels::matmul_isa(), decode_kernel(m.weight_format()).c_str());
     if (loads.empty()) return;
     print_device_loads(loads, dm.scheme(), stdout);
     if (rep_loads.size() > 1)

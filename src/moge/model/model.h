@@ -78,6 +78,9 @@ class Model {
                     ExpertSlice experts = {});
 
   const ModelConfig& config() const { return cfg_; }
+  // The format the GEMMs run on (the first layer's q projection's; `load` may have been asked for
+  // another, which a checkpoint stored quantized overrides).
+  kernels::WeightFormat weight_format() const { return layers_.at(0).q.weight.ref().format; }
   // Bytes of weights one decoded token streams (all but the embedding table, K experts a layer).
   size_t decode_weight_bytes() const;
 
