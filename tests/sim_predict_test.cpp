@@ -18,6 +18,17 @@ namespace {
 model::ModelConfig pangu() { return model::ModelConfig::from_file(test::source_path("tests/data/pangu_pro_moe/config.json")); }
 HardwareProfile a2() { return HardwareProfile::from_file(test::source_path("docs/sim/profiles/ascend-800i-a2.json")); }
 
+// The hand-arithmetic model: d 128, 4 query heads and 2 KV heads of 32, 8 experts in 2 groups,
+// top-2 (MoGE), expert width 64, shared 256, 2 layers.
+model::ModelConfig small_moge() {
+  const nlohmann::json cfg = {{"vocab_size", 1000},  {"hidden_size", 128},   {"num_hidden_layers", 2},
+                              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", 8},
+                              {"num_experts_per_tok", 2}, {"num_expert_groups", 2}, {"routing_mode", "grouped"},
+                              {"moe_intermediate_size", 64}, {"shared_expert_intermediate_size", 256},
+                              {"max_position_embeddings", 4096}};
+  return model::ModelConfig::from_json_text(cfg.dump(), "hand");
+}
+
 Prediction run(const model::ModelConfig& c, const HardwareProfile& hw, const std::string& plan_text, const Workload& w) {
   const ParallelPlan plan = ParallelPlan::parse(plan_text);
   const UniformLoad load(c.moe_config().router, plan.expert_ep);
@@ -136,12 +147,7 @@ TEST(SimPredict, OverlapHidesCommunicationBehindExperts) {
 TEST(SimPredict, ElementwiseKernelsAndPerExpertLaunchesByHand) {
   // d 128, 4 query heads and 2 KV heads of 32, 8 experts in 2 groups, top-2 (MoGE), expert width
   // 64, shared 256, 2 layers; one device, one sequence decoding (T = 1, 2 pairs a layer).
-  const nlohmann::json cfg = {{"vocab_size", 1000},  {"hidden_size", 128},   {"num_hidden_layers", 2},
-                              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", 8},
-                              {"num_experts_per_tok", 2}, {"num_expert_groups", 2}, {"routing_mode", "grouped"},
-                              {"moe_intermediate_size", 64}, {"shared_expert_intermediate_size", 256},
-                              {"max_position_embeddings", 4096}};
-  const model::ModelConfig c = model::ModelConfig::from_json_text(cfg.dump(), "hand");
+  const model::ModelConfig c = small_moge();
   nlohmann::json j = test::sim_test_profile();
   j["device"]["kernel_overhead_us"] = 1;
   Workload w;
@@ -162,15 +168,10 @@ TEST(SimPredict, ElementwiseKernelsAndPerExpertLaunchesByHand) {
 }
 
 TEST(SimPredict, PerCallEngineByHand) {
-  // The model above as moge's CPU engine runs it (linear_group_max_rows): int8 GEMVs (memory 0.9
+  // small_moge() as moge's CPU engine runs it (linear_group_max_rows): int8 GEMVs (memory 0.9
   // of 1000 GB/s) with their own fixed cost of 3 us a call; other kernels (the default
   // efficiency, memory 0.8) 1 us, among them the router, an f32 matmul [8, 128].
-  const nlohmann::json cfg = {{"vocab_size", 1000},  {"hidden_size", 128},   {"num_hidden_layers", 2},
-                              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", 8},
-                              {"num_experts_per_tok", 2}, {"num_expert_groups", 2}, {"routing_mode", "grouped"},
-                              {"moe_intermediate_size", 64}, {"shared_expert_intermediate_size", 256},
-                              {"max_position_embeddings", 4096}};
-  const model::ModelConfig c = model::ModelConfig::from_json_text(cfg.dump(), "hand");
+  const model::ModelConfig c = small_moge();
   nlohmann::json j = test::sim_test_profile();
   j["device"]["kernel_overhead_us"] = 1;
   j["device"]["linear_group_max_rows"] = {{"int8", 16}};
@@ -211,15 +212,10 @@ TEST(SimPredict, PerCallEngineByHand) {
 }
 
 TEST(SimPredict, WeightsThatFitTheCacheStreamAtItsBandwidth) {
-  // The model above (bf16 weights) and its lm_head: one decode row of [1000, 128] bf16, the
+  // small_moge() (bf16 weights) and its lm_head: one decode row of [1000, 128] bf16, the
   // default efficiency (memory 0.8): 1000·128·2 + (128 + 1000)·2 = 258256 bytes at 0.8 of the
   // bandwidth. Its weights, well under 1 GiB, fit a 1 GiB cache of 4000 GB/s; not a 1 MiB one.
-  const nlohmann::json cfg = {{"vocab_size", 1000},  {"hidden_size", 128},   {"num_hidden_layers", 2},
-                              {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"num_experts", 8},
-                              {"num_experts_per_tok", 2}, {"num_expert_groups", 2}, {"routing_mode", "grouped"},
-                              {"moe_intermediate_size", 64}, {"shared_expert_intermediate_size", 256},
-                              {"max_position_embeddings", 4096}};
-  const model::ModelConfig c = model::ModelConfig::from_json_text(cfg.dump(), "hand");
+  const model::ModelConfig c = small_moge();
   nlohmann::json j = test::sim_test_profile();
   j["device"]["cache_mib"] = 1024;
   j["device"]["cache_bandwidth_gb_s"] = 4000;
