@@ -151,7 +151,8 @@ void linear(int64_t rows, const float* x, const WeightRef& w, float* y) {
       MatRef b = w.dense;
       b.trans = true;
       // bf16 weights are served ones: exact rows make an expert's time linear in its tokens
-      // (matmul.h), which expert-parallel balance needs, and a server meets each row count once.
+      // (matmul.h), which expert-parallel balance needs; a server creates each row count's
+      // primitive once.
       // f32 weights are training's masters, whose row counts change every step: buckets, so as not
       // to create primitives all through a run.
       const Rows split = w.format == WeightFormat::bf16 ? Rows::exact : Rows::bucketed;

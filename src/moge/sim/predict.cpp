@@ -146,6 +146,10 @@ MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, co
   // Which experts group depends on each one's rows, not their mean: each of the device's experts
   // gets Binomial(tokens, p) rows, p set so that they add up to the busiest device's pairs, and
   // the cost is the expectation over that distribution.
+  // An MLP of width ff over `rows` rows outside the group: gate, up and down as calls of their own.
+  auto separate_mlp = [&](int64_t rows, int64_t ff) {
+    return 2 * matmul_cost(hw, w, rows, d, ff).seconds + matmul_cost(hw, w, rows, ff, d).seconds;
+  };
   const int64_t group = hw.group_max_rows(compute_type_of(w));
   const double experts = double(sh.experts), p = tokens > 0 ? pairs / (experts * double(tokens)) : 0;
   double grouped_pairs = 0, grouped_experts = 0;
@@ -154,7 +158,7 @@ MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, co
     if (rows <= group) {
       grouped_pairs += experts * prob * double(rows), grouped_experts += experts * prob;
     } else {
-      t.experts += experts * prob * (2 * matmul_cost(hw, w, rows, d, f).seconds + matmul_cost(hw, w, rows, f, d).seconds);
+      t.experts += experts * prob * separate_mlp(rows, f);
     }
   }
   const bool experts_grouped = grouped_experts > 0, shared_grouped = T > 0 && T <= double(group);
@@ -176,7 +180,7 @@ MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, co
     t.shared += group_call(false, shared_grouped);
   }
   if (T > 0 && !shared_grouped)
-    t.shared += 2 * matmul_cost(hw, w, int64_t(T), d, s).seconds + matmul_cost(hw, w, int64_t(T), s, d).seconds;
+    t.shared += separate_mlp(int64_t(T), s);
   return t;
 }
 
