@@ -109,7 +109,8 @@ TEST(Matmul, MatchesNaiveLoopsForAllLayoutsAndDtypes) {
   const DTypePair dtypes[] = {
       {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f32, DType::bf16}, {DType::bf16, DType::f32}};
   // m = 1 and 5 take oneDNN's small-row path, 13 and 33 an exact-shape primitive, 97 = 96 + 1 and
-  // 134 = 128 + 6 a bulk primitive plus a tail (or, Rows::exact, one primitive); k = 75 = 64 + 11
+  // 134 = 128 + 6 a bulk primitive plus a tail (Rows::padded: one execution of 128 or 160 rows,
+  // or of exactly m rows when A is transposed); k = 75 = 64 + 11
   // is cut in two accumulated pieces.
   const int64_t ms[] = {1, 5, 13, 33, 97, 134};
   const int64_t ks[] = {23, 75};
@@ -121,10 +122,10 @@ TEST(Matmul, MatchesNaiveLoopsForAllLayoutsAndDtypes) {
         for (int64_t m : ms)
           for (int64_t k : ks)
           for (bool accumulate : {false, true})
-          for (Rows rows : {Rows::bucketed, Rows::exact}) {
+          for (Rows rows : {Rows::bucketed, Rows::padded}) {
             SCOPED_TRACE(testing::Message() << dtype_name(dta) << " x " << dtype_name(dtb) << " trans_a " << trans_a
                                             << " trans_b " << trans_b << " m " << m << " k " << k << " accumulate " << accumulate
-                                            << " exact rows " << (rows == Rows::exact));
+                                            << " padded rows " << (rows == Rows::padded));
             // Padded rows everywhere: ld > stored columns for a, b and c.
             Operand a(m, k, trans_a, dta, 3, rng), b(k, n, trans_b, dtb, 5, rng);
             const int64_t ldc = n + 2;
@@ -229,13 +230,18 @@ TEST(Matmul, PrimitiveCacheReusesPrimitives) {
   for (int64_t kk = 65; kk <= 320; ++kk) matmul(3, n, kk, short_a.ref(), wide_b.ref(), wide_c.data(), n);
   EXPECT_LE(matmul_primitive_count() - before_k, 40) << "k = 65..320";
 
-  // Rows::exact: one primitive per m (here 65..80, none of them a bucket size seen above), then
-  // none for the same sizes again.
-  const int before_exact = matmul_primitive_count();
-  for (int64_t mm = 65; mm <= 80; ++mm) matmul(mm, n, k, tall_a.ref(), b.ref(), wide_c.data(), n, false, Rows::exact);
-  EXPECT_EQ(matmul_primitive_count() - before_exact, 16) << "exact m = 65..80";
-  for (int64_t mm = 65; mm <= 80; ++mm) matmul(mm, n, k, tall_a.ref(), b.ref(), wide_c.data(), n, false, Rows::exact);
-  EXPECT_EQ(matmul_primitive_count() - before_exact, 16) << "exact m = 65..80 again";
+  // Rows::padded: m = 65..128 run as 96 or 128 rows, at most two primitives (here with a B of
+  // another dtype than above, so none of them exists yet); transposed A: one exact primitive per m.
+  Operand bf16_b(k, n, true, DType::bf16, 0, rng);
+  const int before_padded = matmul_primitive_count();
+  for (int64_t mm = 65; mm <= 128; ++mm)
+    matmul(mm, n, k, tall_a.ref(), bf16_b.ref(), wide_c.data(), n, false, Rows::padded);
+  EXPECT_EQ(matmul_primitive_count() - before_padded, 2) << "padded m = 65..128";
+  Operand tall_a_t(320, k, true, DType::f32, 0, rng);
+  const int before_trans = matmul_primitive_count();
+  for (int64_t mm = 65; mm <= 70; ++mm)
+    matmul(mm, n, k, tall_a_t.ref(), bf16_b.ref(), wide_c.data(), n, false, Rows::padded);
+  EXPECT_EQ(matmul_primitive_count() - before_trans, 6) << "transposed A, m = 65..70";
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 #include "moge/kernels/matmul.h"
 
+#include <cstddef>
+#include <cstring>
 #include <list>
 #include <map>
 #include <mutex>
@@ -150,28 +152,63 @@ const bf16* as_bf16(const MatRef& r, int64_t rows, int64_t cols, std::vector<bf1
   return scratch.data();
 }
 
+
+// A's m rows as a contiguous [padded_m, k] copy in `dtype` (bf16 rounds an f32 A), rows from m
+// on zero. A must not be transposed.
+const void* padded_rows(const MatRef& a, int64_t m, int64_t padded_m, int64_t k, DType dtype,
+                        std::vector<std::byte>& scratch) {
+  const size_t row_bytes = size_t(k) * dtype_size(dtype);
+  scratch.resize(size_t(padded_m) * row_bytes);
+  for (int64_t i = 0; i < m; ++i) {
+    std::byte* dst = scratch.data() + size_t(i) * row_bytes;
+    const char* src = static_cast<const char*>(a.data) + size_t(i * a.ld) * dtype_size(a.dtype);
+    if (a.dtype == dtype) std::memcpy(dst, src, row_bytes);
+    else f32_to_bf16(reinterpret_cast<const float*>(src), reinterpret_cast<bf16*>(dst), k);
+  }
+  std::memset(scratch.data() + size_t(m) * row_bytes, 0, size_t(padded_m - m) * row_bytes);
+  return scratch.data();
+}
+
 }  // namespace
 
 void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate, Rows rows) {
   if (m == 0 || n == 0) return;
-  thread_local std::vector<bf16> scratch_a, scratch_b;
-  if (a.dtype != b.dtype) {
-    if (a.dtype == DType::f32) a.data = as_bf16(a, m, k, scratch_a), a.dtype = DType::bf16;
-    else b.data = as_bf16(b, k, n, scratch_b), b.dtype = DType::bf16;
-  }
   if (k == 0) {  // oneDNN rejects empty reductions; the product is zero.
     if (!accumulate)
       for (int64_t i = 0; i < m; ++i)
         for (int64_t j = 0; j < n; ++j) c[i * ldc + j] = 0.0f;
     return;
   }
-  auto run_rows = [&](int64_t m0, int64_t mb) {
+  thread_local std::vector<bf16> scratch_a, scratch_b;
+  const DType compute = a.dtype == b.dtype ? a.dtype : DType::bf16;  // the weights' dtype wins
+  auto run_rows = [&](const MatRef& a_rows, int64_t m0, int64_t mb, float* c_rows, int64_t ldc_rows, bool acc) {
     for_each_piece(k, [&](int64_t k0, int64_t kb) {
-      run_primitive(mb, n, kb, offset(a, m0, k0), offset(b, k0, 0), c + m0 * ldc, ldc, accumulate || k0 > 0);
+      run_primitive(mb, n, kb, offset(a_rows, m0, k0), offset(b, k0, 0), c_rows + m0 * ldc_rows, ldc_rows,
+                    acc || k0 > 0);
     });
   };
-  if (rows == Rows::exact) run_rows(0, m);
-  else for_each_piece(m, run_rows);
+  if (b.dtype != compute) b.data = as_bf16(b, k, n, scratch_b), b.dtype = compute;
+
+  if (rows == Rows::padded && !a.trans && m > kExactUpTo && m % kBucket != 0) {
+    thread_local std::vector<std::byte> padded_a;
+    thread_local std::vector<float> padded_c;
+    const int64_t padded_m = (m + kBucket - 1) / kBucket * kBucket;
+    const MatRef ap{padded_rows(a, m, padded_m, k, compute, padded_a), compute, k, false};
+    padded_c.resize(size_t(padded_m * n));
+    run_rows(ap, 0, padded_m, padded_c.data(), n, false);
+    for (int64_t i = 0; i < m; ++i) {
+      const float* src = padded_c.data() + i * n;
+      float* dst = c + i * ldc;
+      if (accumulate)
+        for (int64_t j = 0; j < n; ++j) dst[j] += src[j];
+      else
+        std::memcpy(dst, src, size_t(n) * sizeof(float));
+    }
+    return;
+  }
+  if (a.dtype != compute) a.data = as_bf16(a, m, k, scratch_a), a.dtype = compute;
+  if (rows == Rows::padded) run_rows(a, 0, m, c, ldc, accumulate);
+  else for_each_piece(m, [&](int64_t m0, int64_t mb) { run_rows(a, m0, mb, c, ldc, accumulate); });
 }
 
 int matmul_primitive_count() {

@@ -150,12 +150,11 @@ void linear(int64_t rows, const float* x, const WeightRef& w, float* y) {
     default: {
       MatRef b = w.dense;
       b.trans = true;
-      // bf16 weights are served ones: exact rows make an expert's time linear in its tokens
-      // (matmul.h), which expert-parallel balance needs; a server creates each row count's
-      // primitive once.
+      // bf16 weights are served ones: padded rows make an expert's time near linear in its tokens
+      // (matmul.h), which expert-parallel balance needs, and spare oneDNN's slow row blockings.
       // f32 weights are training's masters, whose row counts change every step: buckets, so as not
       // to create primitives all through a run.
-      const Rows split = w.format == WeightFormat::bf16 ? Rows::exact : Rows::bucketed;
+      const Rows split = w.format == WeightFormat::bf16 ? Rows::padded : Rows::bucketed;
       matmul(rows, w.out, w.in, MatRef::f32(x, w.in), b, y, w.out, false, split);
     }
   }
