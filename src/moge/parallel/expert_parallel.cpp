@@ -135,24 +135,34 @@ void ExpertParallelMoe::run_own_experts(LayerLoad& load, const moe::MoeLayer& mo
   const moe::Dispatch& dp = cache.dispatch;
   load.pairs += dp.offsets[size_t(own.end)] - dp.offsets[size_t(own.begin)];
   for (int e = own.begin; e < own.end; ++e) load.experts_touched += dp.expert_rows(e) > 0 ? 1 : 0;
-  auto timed = [&] {
-    const double cpu0 = thread_cpu_seconds();
-    moe.run_experts(xs, ye, cache, own.begin, own.end);
-    return thread_cpu_seconds() - cpu0;
-  };
   double mine = 0;
   if (isolate_rounds_ == 0) {
-    mine = timed();
+    const double cpu0 = thread_cpu_seconds();
+    moe.run_experts(xs, ye, cache, own.begin, own.end);
+    mine = thread_cpu_seconds() - cpu0;
   } else {
-    // One device at a time, the others in the barrier; rounds of turns, each device's least time
-    // kept (the runs compute the same ye). Interference only adds time, and this VM's speed
-    // drifts by up to 2x over seconds: rounds spread each device's runs over time.
-    mine = 1e30;
+    // One device at a time, the others in the barrier, in rounds of turns; each expert is timed
+    // on its own and its least time kept (every round computes the same ye), and the device's
+    // time is their sum. Interference only adds time, and this VM's speed drifts by up to 2-3x in
+    // spells of ~100 ms: an expert (a few ms) needs one quiet run in `rounds`, a whole device
+    // (tens of ms) would need a quiet spell as long as all its experts.
+    const int64_t base = dp.offsets[size_t(own.begin)];
+    const int d = moe.config().d_model;
+    std::vector<double> best(size_t(own.end - own.begin), 1e30);
     for (int round = 0; round < isolate_rounds_; ++round)
       for (int turn = 0; turn < comm_.size(); ++turn) {
         comm_.barrier();
-        if (turn == comm_.rank()) mine = std::min(mine, timed());
+        if (turn != comm_.rank()) continue;
+        for (int e = own.begin; e < own.end; ++e) {
+          if (dp.expert_rows(e) == 0) continue;
+          const int64_t r0 = dp.offsets[size_t(e)] - base;
+          const double cpu0 = thread_cpu_seconds();
+          moe.run_experts(xs + r0 * d, ye + r0 * d, cache, e, e + 1);
+          best[size_t(e - own.begin)] = std::min(best[size_t(e - own.begin)], thread_cpu_seconds() - cpu0);
+        }
       }
+    for (double t : best)
+      if (t < 1e30) mine += t;
   }
   load.expert_cpu_s += mine;
   std::vector<double> all(static_cast<size_t>(comm_.size()));
