@@ -126,6 +126,10 @@ void run_primitive(int64_t m, int64_t n, int64_t k, const MatRef& a, const MatRe
 // exact primitive: at most range / kBucket + kBucket primitives per shape, for one or two
 // executions a call. (A run-time size instead would lose brgemm; padding would copy operands.)
 constexpr int64_t kExactUpTo = 64, kBucket = 32;
+// Rows::padded rounds m above this up to a multiple of kBucket. Single-block row counts are slow
+// too: m = 53, 59, 61 take 5-6x the time of m = 64 (n = 512, k = 1024, one thread), 51, 57, 58
+// and 62 2-3x, while 33-48 run at the speed of 48.
+constexpr int64_t kPadAbove = 48;
 
 // [0, d) as at most two pieces: calls fn(offset, size) for each.
 template <class Fn>
@@ -171,6 +175,22 @@ const void* padded_rows(const MatRef& a, int64_t m, int64_t padded_m, int64_t k,
 
 }  // namespace
 
+// Rows::padded: the least multiple of kBucket from m up whose AMX row block is a fast one. oneDNN 2.6 takes as row block the largest divisor of m in [32, 64]; blocks of 53,
+// 58, 59, 61 and 62 rows are the slow ones (4.3-7.2 µs a row on average against 2.5-3.0 for every
+// other block, m = 96..600, n = 512, k = 1024, one thread), and multiples of 32 can have them too:
+// 928 = 16 · 58 and 992 = 16 · 62 ran at 5 µs a row, 1696 and 1888 at 8.5, their neighbours at 3.
+int64_t padded_row_count(int64_t m) {
+  if (m <= kPadAbove) return m;
+  auto slow_block = [](int64_t rows) {
+    for (int64_t b = 64; b >= 32; --b)
+      if (rows % b == 0) return b == 53 || b == 58 || b == 59 || b == 61 || b == 62;
+    return false;
+  };
+  int64_t rows = (m + kBucket - 1) / kBucket * kBucket;
+  while (slow_block(rows)) rows += kBucket;
+  return rows;
+}
+
 void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc, bool accumulate, Rows rows) {
   if (m == 0 || n == 0) return;
   if (k == 0) {  // oneDNN rejects empty reductions; the product is zero.
@@ -189,10 +209,10 @@ void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64
   };
   if (b.dtype != compute) b.data = as_bf16(b, k, n, scratch_b), b.dtype = compute;
 
-  if (rows == Rows::padded && !a.trans && m > kExactUpTo && m % kBucket != 0) {
+  const int64_t padded_m = rows == Rows::padded && !a.trans ? padded_row_count(m) : m;
+  if (padded_m != m) {
     thread_local std::vector<std::byte> padded_a;
     thread_local std::vector<float> padded_c;
-    const int64_t padded_m = (m + kBucket - 1) / kBucket * kBucket;
     const MatRef ap{padded_rows(a, m, padded_m, k, compute, padded_a), compute, k, false};
     padded_c.resize(size_t(padded_m * n));
     run_rows(ap, 0, padded_m, padded_c.data(), n, false);
