@@ -36,8 +36,12 @@ double sum_of_squares(std::span<const std::span<const float>> grads) {
   const int64_t count = int64_t(chunks.size());
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < count; ++c) {
+    // simd: the double sums run in vector lanes, added up in a fixed order (the build's, not the
+    // thread count's); a scalar chain of dependent double adds cost 2.7% of a training step.
+    const float* x = chunks[c].data;
     double s = 0;
-    for (int64_t i = 0; i < chunks[c].n; ++i) s += double(chunks[c].data[i]) * double(chunks[c].data[i]);
+#pragma omp simd reduction(+ : s)
+    for (int64_t i = 0; i < chunks[c].n; ++i) s += double(x[i]) * double(x[i]);
     partial[c] = s;
   }
   double total = 0;
@@ -53,12 +57,16 @@ double sum_of_squares(std::span<const std::span<float>> grads) {
 double grad_norm(std::span<const std::span<const float>> grads) { return std::sqrt(sum_of_squares(grads)); }
 double grad_norm(std::span<const std::span<float>> grads) { return std::sqrt(sum_of_squares(grads)); }
 
-void clip_to_norm(std::span<const std::span<float>> grads, double norm, double max_norm) {
+float clip_coefficient(double norm, double max_norm) {
   check_max_norm(max_norm);
-  if (!std::isfinite(norm)) return;
+  if (!std::isfinite(norm)) return 1.0f;
   const double coef = max_norm / (norm + 1e-6);  // torch's epsilon, so near-threshold steps agree
-  if (coef >= 1) return;
-  const float scale = float(coef);
+  return coef >= 1 ? 1.0f : float(coef);
+}
+
+void clip_to_norm(std::span<const std::span<float>> grads, double norm, double max_norm) {
+  const float scale = clip_coefficient(norm, max_norm);
+  if (scale == 1.0f) return;
   for (std::span<float> g : grads) {
     float* p = g.data();
     const int64_t n = int64_t(g.size());

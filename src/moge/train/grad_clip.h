@@ -25,5 +25,9 @@ double sum_of_squares(std::span<const std::span<float>> grads);
 double clip_grad_norm(std::span<const std::span<float>> grads, double max_norm);
 // The same with the norm given (a norm over gradients that several processes hold).
 void clip_to_norm(std::span<const std::span<float>> grads, double norm, double max_norm);
+// The factor clip_to_norm() multiplies the gradients by: float(max_norm / (norm + 1e-6)) when that
+// is below 1, else 1 (also for a non-finite norm). For AdamW::step(lr, grad_scale), which applies
+// it on the fly instead of in a pass of its own.
+float clip_coefficient(double norm, double max_norm);
 
 }  // namespace moge::train

@@ -51,7 +51,7 @@ void AdamW::add_shard(std::string name, float* param, const float* grad, int64_t
                      std::vector<float>(n, 0.0f)});
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, float grad_scale) {
   check(std::isfinite(lr) && lr >= 0, "AdamW: lr must be finite and >= 0, got " + std::to_string(lr));
   ++step_;
   const AdamWConfig& c = config_;
@@ -64,6 +64,8 @@ void AdamW::step(double lr) {
   const float neg_step_size = float(-(lr / bias_correction1));
   const float bias_correction2_sqrt = float(std::sqrt(bias_correction2));
   const float eps = float(c.eps);
+  // A gradient scale of 1 (no clipping) multiplies by exactly 1: skip it, as for decay.
+  const bool scaled = grad_scale != 1.0f;
 
   for (Param& prm : params_) {
     float* p = prm.data;
@@ -73,13 +75,17 @@ void AdamW::step(double lr) {
     // Without decay torch multiplies by exactly 1, which changes nothing: skip it.
     const bool decay = prm.decay && c.weight_decay != 0;
     const int64_t n = prm.n;
-#pragma omp parallel for schedule(static)
+    // Vectorized (this file is compiled with -fno-math-errno, so std::sqrt is vsqrtps: the same
+    // correctly rounded result as the scalar sqrtss). One pass reads p, g, m, v and writes p, m, v.
+#pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       float pi = p[i];
       if (decay) pi *= decay_mul;
+      // The clipped gradient, g * scale rounded to f32 as clip_to_norm's in-place scaling does.
+      const float gi = scaled ? g[i] * grad_scale : g[i];
       // Separate roundings in torch's order: mul_ then add_(alpha), mul_ then addcmul_.
-      const float mi = m[i] * b1 + one_minus_b1 * g[i];
-      const float vi = v[i] * b2 + (one_minus_b2 * g[i]) * g[i];
+      const float mi = m[i] * b1 + one_minus_b1 * gi;
+      const float vi = v[i] * b2 + (one_minus_b2 * gi) * gi;
       const float denom = std::sqrt(vi) / bias_correction2_sqrt + eps;
       m[i] = mi;
       v[i] = vi;

@@ -52,8 +52,11 @@ class AdamW {
                  int64_t total);
 
   // One update of every registered parameter with learning rate lr (e.g. from an LrSchedule).
-  // Throws moge::Error when lr is negative or not finite.
-  void step(double lr);
+  // Throws moge::Error when lr is negative or not finite. grad_scale multiplies every gradient
+  // element first (g * grad_scale rounded to f32, the gradients themselves left unchanged): the
+  // coefficient of gradient clipping (clip_coefficient() in grad_clip.h) folded into the update,
+  // bitwise what clip_to_norm() followed by step(lr) computes, in one pass over memory less.
+  void step(double lr, float grad_scale = 1.0f);
   void step() { step(config_.lr); }
 
   int64_t step_count() const { return step_; }  // steps taken (torch's state['step'])

@@ -165,13 +165,11 @@ class Run {
     std::vector<int32_t> inputs(rows), targets(rows);
     std::vector<float> packed;  // the replicated gradients in one buffer for the all-reduce
     // Gradients every rank holds whole (summed over the ranks), and those of the own experts only.
-    std::vector<std::span<float>> replicated, sharded, grads;
+    std::vector<std::span<float>> replicated, sharded;
     for (const Param& p : params_) {
       const Shard sh = shard(p);
       (sh.sharded ? sharded : replicated).emplace_back(p.grad->f32() + sh.offset, size_t(sh.n));
     }
-    grads = replicated;
-    grads.insert(grads.end(), sharded.begin(), sharded.end());
 
     const int64_t end = o_.stop_after >= 0 ? std::min(tc_.steps, o_.stop_after) : tc_.steps;
     Progress progress("train", tc_.steps, "steps");
@@ -208,9 +206,10 @@ class Run {
       for (size_t k = 0; k < 4; ++k) sums[k] /= tc_.grad_accum;
       for (size_t k = 4; k < sums.size(); ++k) expert_load_[k - 4] += sums[k];
       const double norm = global_grad_norm(replicated, sharded);
-      if (tc_.grad_clip > 0) clip_to_norm(grads, norm, tc_.grad_clip);
+      // Clipping is folded into the update (one pass over the gradients less).
+      const float clip = tc_.grad_clip > 0 ? clip_coefficient(norm, tc_.grad_clip) : 1.0f;
       const double lr = schedule.at(step);
-      if (std::isfinite(norm)) optimizer_->step(lr);
+      if (std::isfinite(norm)) optimizer_->step(lr, clip);
       const double seconds = seconds_since(t0);
       tokens_per_s = double(rows) * tc_.grad_accum / seconds;
       step_ = step + 1;
