@@ -22,6 +22,12 @@ struct Dispatch {
 
 Dispatch make_dispatch(const Routing& routing, int num_experts);
 
+// The same permutation with each expert's block of rows padded at its end to a multiple of
+// `align` rows (training: every expert GEMM is then one oneDNN execution of a size from a small
+// set). Padding rows have token -1: gather_rows makes them zero, the functions below never read
+// or write them (no routing entry names them).
+Dispatch pad_dispatch(const Dispatch& dispatch, int align);
+
 // A block of a dispatch's rows, [begin, end): the experts one device holds (expert parallelism).
 // The functions below take one; their row buffers then hold only those rows (row r at r - begin)
 // and the routing entries served by other rows are skipped. The default is every row.
@@ -30,7 +36,7 @@ struct RowRange {
   bool contains(int64_t row) const { return row >= begin && row < end; }
 };
 
-// rows[r, :] = x[token[r], :]
+// rows[r, :] = x[token[r], :], or 0 for a padding row (token -1)
 void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows, RowRange range = {});
 // x[t, :] += sum over t's entries of rows[row_of[t*K + i], :]  (backward of gather)
 void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x, RowRange range = {});

@@ -208,11 +208,75 @@ void MoeLayer::run_shared(const float* x, int64_t tokens, float* y, MoeCache& c)
   mlp_forward_group(jobs.data(), jobs.size());
 }
 
+namespace {
+
+// Rows an expert's block is padded to a multiple of (training), and the rows of one unit of the
+// shared expert's forward.
+constexpr int kExpertRowAlign = 32;
+constexpr int64_t kSharedRowBlock = 128;
+
+// One unit of the padded forward or backward: an expert (rows of the padded dispatch) or a block
+// of the shared expert's rows. Largest first, for the dynamic schedule's balance.
+struct Unit {
+  int expert;  // -1: shared expert
+  int64_t r0, rows;
+};
+
+void sort_units(std::vector<Unit>& units) {
+  std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.rows > b.rows; });
+}
+
+}  // namespace
+
+void MoeLayer::forward_padded(const float* x, int64_t tokens, float* y, MoeCache& c) const {
+  const int d = cfg_.d_model, n = cfg_.router.num_experts, f = cfg_.expert_ff, s = cfg_.shared_ff;
+  c.padded = pad_dispatch(c.dispatch, kExpertRowAlign);
+  c.padded_layout = true;
+  const Dispatch& p = c.padded;
+  const int64_t rows = p.rows();
+  float* xs = sized(c.xs, rows * d);
+  float* ye = sized(c.ye, rows * d);
+  float *g = sized(c.g, rows * f), *u = sized(c.u, rows * f), *h = sized(c.h, rows * f);
+  float *sg = nullptr, *su = nullptr, *sh = nullptr;
+  if (s > 0) sg = sized(c.sg, tokens * s), su = sized(c.su, tokens * s), sh = sized(c.sh, tokens * s);
+  else std::fill(y, y + tokens * d, 0.0f);
+  gather_rows(p, x, d, xs);
+
+  thread_local std::vector<Unit> units;
+  units.clear();
+  for (int e = 0; e < n; ++e)
+    if (p.expert_rows(e) > 0) {
+      if (!has_expert(e)) throw Error("MoE: expert " + std::to_string(e) + " got tokens but is not held here");
+      units.push_back({e, p.offsets[e], p.expert_rows(e)});
+    }
+  if (s > 0)
+    for (int64_t r0 = 0; r0 < tokens; r0 += kSharedRowBlock) units.push_back({-1, r0, std::min(kSharedRowBlock, tokens - r0)});
+  sort_units(units);
+  const Unit* list = units.data();  // thread_local: the team reads the master's through this
+  const int64_t count = int64_t(units.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < count; ++i) {
+    const Unit un = list[i];
+    if (un.expert >= 0)
+      mlp_forward(un.rows, d, f, xs + un.r0 * d, experts_[un.expert],
+                  {g + un.r0 * f, u + un.r0 * f, h + un.r0 * f}, ye + un.r0 * d);
+    else
+      mlp_forward(un.rows, d, s, x + un.r0 * d, shared_, {sg + un.r0 * s, su + un.r0 * s, sh + un.r0 * s},
+                  y + un.r0 * d);
+  }
+  combine_rows(p, ye, c.routing.weight.data(), d, y);
+}
+
 float MoeLayer::forward(const float* x, int64_t tokens, float* y, MoeCache& c) const {
   const int d = cfg_.d_model, n = cfg_.router.num_experts;
   route(x, tokens, c.routing);
   c.aux_loss = cfg_.aux_alpha > 0 ? aux_loss(c.routing, n, cfg_.aux_alpha) : 0.0f;
   c.dispatch = make_dispatch(c.routing, n);
+  if (has_masters_) {
+    forward_padded(x, tokens, y, c);
+    return c.aux_loss;
+  }
+  c.padded_layout = false;
 
   const int64_t rows = c.dispatch.rows();
   float* xs = sized(c.xs, rows * d);
@@ -266,8 +330,47 @@ void MoeLayer::backward_router(const float* x, const Routing& routing, const flo
   router_logits_backward(cfg_.router, routing, x, cfg_.d_model, gate_, d_probs, grads.gate.f32(), dx);
 }
 
+void MoeLayer::backward_padded(const float* x, MoeCache& c, const float* dy, float aux_grad, float* dx,
+                               MoeWeights& grads) const {
+  const int d = cfg_.d_model, n = cfg_.router.num_experts, f = cfg_.expert_ff;
+  const Dispatch& p = c.padded;
+  const int64_t tokens = c.routing.tokens, rows = p.rows();
+  backward_shared(x, tokens, c, dy, dx, grads);
+  float* d_ye = sized(c.d_ye, rows * d);
+  float* d_xs = sized(c.d_xs, rows * d);
+  float* d_weight = sized(c.d_weight, tokens * c.routing.top_k);
+  combine_rows_backward(p, c.ye.data(), c.routing.weight.data(), dy, d, d_ye, d_weight);
+
+  thread_local std::vector<Unit> units;
+  units.clear();
+  for (int e = 0; e < n; ++e)
+    if (p.expert_rows(e) > 0) units.push_back({e, p.offsets[e], p.expert_rows(e)});
+  sort_units(units);
+  const Unit* list = units.data();  // thread_local: the team reads the master's through this
+  const int64_t count = int64_t(units.size());
+  float *dg = grads.experts_gate.f32(), *du = grads.experts_up.f32(), *dd = grads.experts_down.f32();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t i = 0; i < count; ++i) {
+    const Unit un = list[i];
+    const int e = un.expert;
+    // Padding rows: xs, g, u, h are 0 there and d_ye must be too (combine_rows_backward writes
+    // only real rows), so they add exact zeros to the weight gradients.
+    const int64_t real = c.dispatch.expert_rows(e);
+    std::fill(d_ye + (un.r0 + real) * d, d_ye + (un.r0 + un.rows) * d, 0.0f);
+    mlp_backward(un.rows, d, f, c.xs.data() + un.r0 * d, experts_[e],
+                 {c.g.data() + un.r0 * f, c.u.data() + un.r0 * f, c.h.data() + un.r0 * f}, d_ye + un.r0 * d,
+                 d_xs + un.r0 * d, dg + e * f * d, du + e * f * d, dd + e * d * f);
+  }
+  scatter_add_rows(p, d_xs, d, dx);
+  backward_router(x, c.routing, d_weight, aux_grad, dx, grads, c);
+}
+
 void MoeLayer::backward(const float* x, MoeCache& c, const float* dy, float aux_grad, float* dx,
                         MoeWeights& grads) const {
+  if (c.padded_layout) {
+    moge::check(has_masters_, "backward needs master weights (this layer was built for inference)");
+    return backward_padded(x, c, dy, aux_grad, dx, grads);
+  }
   const int d = cfg_.d_model;
   const int64_t tokens = c.routing.tokens, rows = c.dispatch.rows();
   backward_shared(x, tokens, c, dy, dx, grads);

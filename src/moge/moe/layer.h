@@ -49,6 +49,11 @@ struct MoeInferenceWeights {
 struct MoeCache {
   Routing routing;
   Dispatch dispatch;
+  // forward() with master weights (training) runs the experts over `padded`, dispatch with each
+  // expert's rows padded to a multiple of 32 (xs, g, u, h, ye, d_ye, d_xs are then in its rows),
+  // and says so here for backward(). The pieces below (run_experts, backward_experts) use dispatch.
+  Dispatch padded;
+  bool padded_layout = false;
   float aux_loss = 0;
   std::vector<float> xs;          // [R, d] gathered inputs, R = T * K rows sorted by expert
   std::vector<float> g, u, h;     // [R, F] expert activations
@@ -114,6 +119,12 @@ class MoeLayer {
 
  private:
   MoeLayer() = default;
+  // forward() and backward() of a layer with master weights (training): experts over the padded
+  // dispatch, each expert's MLP (and the shared expert's forward, in blocks of rows) one unit of
+  // an OpenMP loop whose GEMMs run on one thread.
+  void forward_padded(const float* x, int64_t tokens, float* y, MoeCache& c) const;
+  void backward_padded(const float* x, MoeCache& c, const float* dy, float aux_grad, float* dx,
+                       MoeWeights& grads) const;
   void bind_master_weights();  // points the compute refs at w_ or its bf16 copies
   // Appends the MLP jobs of the experts [e_begin, e_end) that got rows (see run_experts).
   void expert_jobs(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end, std::vector<MlpJob>& jobs) const;

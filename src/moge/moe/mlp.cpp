@@ -12,8 +12,9 @@ using kernels::matmul;
 
 namespace {
 const MatRef& dense(const kernels::WeightRef& w) {
-  moge::check(w.format == kernels::WeightFormat::f32 || w.format == kernels::WeightFormat::bf16,
-              "backward needs f32 or bf16 weights");
+  // The message is built only on failure: this runs for every expert of every backward.
+  if (w.format != kernels::WeightFormat::f32 && w.format != kernels::WeightFormat::bf16)
+    throw Error("backward needs f32 or bf16 weights");
   return w.dense;
 }
 }  // namespace
