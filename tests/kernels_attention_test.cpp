@@ -1,7 +1,8 @@
-// Attention (both paths: one row at a time below 16 new tokens, tiles of 64 query rows from 16 on)
-// against a direct double-precision implementation of the formulas, at token counts on both sides
-// of every tile edge, MHA, GQA and MQA, several head sizes, and prefill after a filled cache; plus
-// bitwise determinism on 1, 2 and 3 threads.
+// Attention (both paths: one row at a time below 16 new tokens, tiles of 64 query rows from 16 on,
+// their products through tile_gemm up to 512 keys and oneDNN beyond) against a direct
+// double-precision implementation of the formulas, at token counts on both sides of every tile
+// edge, MHA, GQA and MQA, several head sizes, and prefill after a filled cache; plus bitwise
+// determinism on 1, 2 and 3 threads; and tile_gemm itself against a double product.
 //
 // Tolerance: max |kernel − reference| / max |reference| ≤ 1e-5 per output, as the kernels' PyTorch
 // comparison (kernels_backward_test.cpp). f32 products over ≤ 256 terms of unit-scale values and a
@@ -9,13 +10,16 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
+#include <string>
 #include <vector>
 
 #include "moge/core/rng.h"
 #include "moge/kernels/attention.h"
+#include "moge/kernels/tile_gemm.h"
 #include "test_util.h"
 
 namespace moge::kernels {
@@ -118,7 +122,8 @@ std::string name_of(const Case& c) {
 // GQA (4/2, 6/2, 8/2) and MQA (3/1, 8/1); head sizes 8 .. 64.
 const std::vector<Case> kCases = {
     {4, 2, 16, 1},  {4, 2, 16, 9},   {4, 2, 16, 15}, {4, 2, 16, 16}, {4, 2, 16, 17}, {4, 4, 8, 63},
-    {6, 2, 32, 64}, {3, 1, 16, 65},  {8, 2, 32, 128}, {8, 1, 64, 130}, {4, 2, 32, 200}, {2, 1, 8, 37}};
+    {6, 2, 32, 64}, {3, 1, 16, 65},  {8, 2, 32, 128}, {8, 1, 64, 130}, {4, 2, 32, 200}, {2, 1, 8, 37},
+    {2, 1, 16, 530}};  // beyond 512 keys: the tiles' products through oneDNN
 
 TEST(Attention, TrainForwardAndBackwardMatchDoubleReference) {
   Rng rng(101);
@@ -155,7 +160,7 @@ TEST(Attention, InferenceAfterACacheMatchesDoubleReference) {
     int64_t first;
   };
   for (const Prefill& p : {Prefill{{4, 2, 16, 1}, 50}, Prefill{{4, 2, 16, 5}, 30}, Prefill{{4, 2, 16, 20}, 30},
-                           Prefill{{8, 1, 32, 70}, 100}, Prefill{{6, 3, 8, 64}, 64}}) {
+                           Prefill{{8, 1, 32, 70}, 100}, Prefill{{6, 3, 8, 64}, 64}, Prefill{{4, 2, 16, 40}, 600}}) {
     const Case& c = p.c;
     SCOPED_TRACE(name_of(c) + " after " + std::to_string(p.first));
     const AttentionShape s{c.heads, c.kv_heads, c.hd};
@@ -191,6 +196,50 @@ TEST(Attention, TilesDeterministicAcrossThreadCounts) {
             << "result " << i << " differs on " << threads << " threads";
     }
     omp_set_num_threads(saved);
+  }
+}
+
+// tile_gemm: C (+)= A · B for row-major and transposed A, every column and row remainder of its
+// 8 x 32 register blocks, against a double product; the AVX-512 and scalar versions bit for bit.
+TEST(TileGemm, MatchesDoubleProductAndScalarBitwise) {
+  Rng rng(104);
+  struct Shape {
+    int64_t m, n, k;
+  };
+  for (const Shape& sh : {Shape{1, 1, 1}, Shape{7, 5, 3}, Shape{8, 16, 32}, Shape{64, 32, 128}, Shape{64, 128, 32},
+                          Shape{13, 47, 64}, Shape{129, 33, 17}, Shape{9, 70, 1}}) {
+    for (bool trans : {false, true})
+      for (bool accumulate : {false, true}) {
+        SCOPED_TRACE(std::to_string(sh.m) + "x" + std::to_string(sh.n) + "x" + std::to_string(sh.k) +
+                     (trans ? " A transposed" : "") + (accumulate ? " accumulate" : ""));
+        const int64_t lda = (trans ? sh.m : sh.k) + 3, ldb = sh.n + 5, ldc = sh.n + 2;
+        const Vec a = normal((trans ? sh.k : sh.m) * lda, rng), b = normal(sh.k * ldb, rng),
+                  c0 = normal(sh.m * ldc, rng);
+        const int64_t a_row = trans ? 1 : lda, a_col = trans ? lda : 1;
+        Vec c = c0;
+        tile_gemm(sh.m, sh.n, sh.k, a.data(), a_row, a_col, b.data(), ldb, c.data(), ldc, accumulate);
+        double worst = 0;
+        for (int64_t i = 0; i < sh.m; ++i)
+          for (int64_t j = 0; j < ldc; ++j) {
+            if (j >= sh.n) {  // outside C's columns: untouched
+              ASSERT_EQ(c[size_t(i * ldc + j)], c0[size_t(i * ldc + j)]);
+              continue;
+            }
+            double want = accumulate ? c0[size_t(i * ldc + j)] : 0.0;
+            for (int64_t p = 0; p < sh.k; ++p)
+              want += double(a[size_t(i * a_row + p * a_col)]) * b[size_t(p * ldb + j)];
+            worst = std::max(worst, std::abs(c[size_t(i * ldc + j)] - want) / (std::sqrt(double(sh.k)) + 1));
+          }
+        EXPECT_LT(worst, 1e-5);
+        if (detail::tile_gemm_avx512_supported()) {
+          Vec scalar = c0, simd = c0;
+          detail::tile_gemm_scalar(sh.m, sh.n, sh.k, a.data(), a_row, a_col, b.data(), ldb, scalar.data(), ldc,
+                                   accumulate);
+          detail::tile_gemm_avx512(sh.m, sh.n, sh.k, a.data(), a_row, a_col, b.data(), ldb, simd.data(), ldc,
+                                   accumulate);
+          EXPECT_EQ(std::memcmp(scalar.data(), simd.data(), simd.size() * sizeof(float)), 0);
+        }
+      }
   }
 }
 

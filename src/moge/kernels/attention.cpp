@@ -12,7 +12,9 @@
 #include <cmath>
 #include <vector>
 
+#include "moge/core/buffer.h"
 #include "moge/kernels/matmul.h"
+#include "moge/kernels/tile_gemm.h"
 #include "moge/kernels/vmath.h"
 
 namespace moge::kernels {
@@ -23,14 +25,19 @@ constexpr int64_t kTiledMinTokens = 16;
 // the masked upper triangle (3/4 of the full product is computed at T = 2 · kBlock).
 constexpr int64_t kBlock = 64;
 
+// Tiles of calls with at most this many keys (training, short prompts) are products small
+// enough for tile_gemm on the calling thread; beyond, kernels::matmul (oneDNN) computes them.
+constexpr int64_t kSmallTileKeys = 512;
+constexpr int kSmallTileHeadDim = 128;
+
 // Strides and constants shared by the passes: rows of q/out are [H, hd], rows of k/v [kv_heads, hd].
 struct Layout {
-  int hd, group;  // group: query heads per kv head
+  int hd, group, kv_heads;  // group: query heads per kv head
   int64_t q_stride, kv_stride;
   float scale;
 
   explicit Layout(const AttentionShape& s)
-      : hd(s.head_dim), group(s.heads / s.kv_heads), q_stride(int64_t(s.heads) * s.head_dim),
+      : hd(s.head_dim), group(s.heads / s.kv_heads), kv_heads(s.kv_heads), q_stride(int64_t(s.heads) * s.head_dim),
         kv_stride(int64_t(s.kv_heads) * s.head_dim), scale(1.0f / std::sqrt(float(s.head_dim))) {}
 
   const float* q_row(const float* base, int64_t t, int h) const { return base + t * q_stride + int64_t(h) * hd; }
@@ -101,6 +108,35 @@ void attend_rows(const Layout& l, const float* q, const float* k, const float* v
 }
 
 // --- Tiles -------------------------------------------------------------------------------------
+
+// Whether a call whose tiles see up to `keys` keys runs them through tile_gemm.
+bool small_tiles(const Layout& l, int64_t keys) { return keys <= kSmallTileKeys && l.hd <= kSmallTileHeadDim; }
+
+// The transpose of every kv head of x [keys, kv_heads, hd]: t [kv_heads][hd][keys], so that Q·Kᵀ
+// and dO·Vᵀ read B row-major in tile_gemm.
+void transpose_heads(const Layout& l, const float* x, int64_t keys, std::vector<float>& t) {
+  t.resize(size_t(l.kv_heads) * l.hd * keys);
+  for (int kvh = 0; kvh < l.kv_heads; ++kvh) {
+    float* th = t.data() + size_t(kvh) * l.hd * keys;
+    for (int64_t j = 0; j < keys; ++j) {
+      const float* row = l.kv_row(x, j, kvh);
+      for (int i = 0; i < l.hd; ++i) th[i * keys + j] = row[i];
+    }
+  }
+}
+
+// C[rows, n] (+)= A · Bᵀ-or-B products of one tile through tile_gemm (small) or matmul. A and C are
+// row-major views (`a`, lda; `c`, ldc); B is given both ways: `b` as a MatRef for matmul and, for
+// tile_gemm, `b_rows` row-major [k, n] with ldb.
+struct Product {
+  bool small;
+  void operator()(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_row, int64_t a_col, const MatRef& b,
+                  const float* b_rows, int64_t ldb, float* c, int64_t ldc, bool accumulate = false) const {
+    if (small) return tile_gemm(m, n, k, a, a_row, a_col, b_rows, ldb, c, ldc, accumulate);
+    const bool a_trans = a_row == 1 && a_col != 1;
+    matmul(m, n, k, MatRef::f32(a, a_trans ? a_col : a_row, a_trans), b, c, ldc, accumulate);
+  }
+};
 // kernels::matmul is called from inside OpenMP loops: oneDNN then runs each product on the
 // calling thread, and every product is computed whole by one thread, so results do not depend on
 // the thread count.
@@ -119,23 +155,28 @@ Tile tile(int64_t block, int64_t tokens, int64_t first_position) {
 
 void attend_tiles(const Layout& l, const float* q, const float* k, const float* v, float* out, float* lse,
                   int64_t tokens, int64_t first_position, int heads) {
-  const int64_t blocks = (tokens + kBlock - 1) / kBlock;
+  const int64_t blocks = (tokens + kBlock - 1) / kBlock, keys = first_position + tokens;
+  const Product product{small_tiles(l, keys)};
+  thread_local std::vector<float> kt;  // the caller's; the team reads it through kt_data
+  if (product.small) transpose_heads(l, k, keys, kt);
+  const float* kt_data = kt.data();
 #pragma omp parallel
   {
-    std::vector<float> s;
+    thread_local std::vector<float> s;  // each thread's, kept across calls
     // Units largest first (the last block sees the most keys), for the dynamic schedule's balance.
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < blocks * heads; ++u) {
       const int h = int(u % heads), kvh = h / l.group;
       const Tile tl = tile(blocks - 1 - u / heads, tokens, first_position);
       s.resize(size_t(tl.rows * tl.keys));
-      matmul(tl.rows, tl.keys, l.hd, l.q_tile(q, tl.t0, h), l.kv_tile(k, kvh, true), s.data(), tl.keys);
+      product(tl.rows, tl.keys, l.hd, l.q_row(q, tl.t0, h), l.q_stride, 1, l.kv_tile(k, kvh, true),
+              kt_data + size_t(kvh) * l.hd * keys, keys, s.data(), tl.keys);
       for (int64_t r = 0; r < tl.rows; ++r) {
         const float log_sum = softmax_row(s.data() + r * tl.keys, tl.visible(r, first_position), tl.keys, l.scale);
         if (lse) lse[(tl.t0 + r) * heads + h] = log_sum;
       }
-      matmul(tl.rows, l.hd, tl.keys, MatRef::f32(s.data(), tl.keys), l.kv_tile(v, kvh), l.q_row(out, tl.t0, h),
-             l.q_stride);
+      product(tl.rows, l.hd, tl.keys, s.data(), tl.keys, 1, l.kv_tile(v, kvh), l.kv_row(v, 0, kvh), l.kv_stride,
+              l.q_row(out, tl.t0, h), l.q_stride);
     }
   }
 }
@@ -150,18 +191,22 @@ void attend(const float* q, const float* k, const float* v, float* out, float* l
 // The backward of one query head h over every block, into dq (its rows of head h) and dk_h, dv_h
 // [tokens, hd], this head's shares of dk and dv. Blocks run last to first: the last sees every key
 // and writes all of dk_h and dv_h, the earlier ones add to a prefix.
-void backward_head(const Layout& l, int h, const float* q, const float* k, const float* v, const float* out,
-                   const float* lse, const float* dout, float* dq, float* dk_h, float* dv_h, int64_t tokens,
-                   int heads, std::vector<float>& p, std::vector<float>& ds) {
+// kt, vt: the transposes of k and v (transpose_heads) when product.small.
+void backward_head(const Layout& l, const Product& product, int h, const float* q, const float* k, const float* v,
+                   const float* kt, const float* vt, const float* out, const float* lse, const float* dout, float* dq,
+                   float* dk_h, float* dv_h, int64_t tokens, int heads, std::vector<float>& p, std::vector<float>& ds) {
   const int kvh = h / l.group;
   const int64_t blocks = (tokens + kBlock - 1) / kBlock;
+  const float* kt_h = kt + size_t(kvh) * l.hd * tokens;
+  const float* vt_h = vt + size_t(kvh) * l.hd * tokens;
   for (int64_t b = blocks - 1; b >= 0; --b) {
     const Tile tl = tile(b, tokens, 0);
     const int64_t n = tl.keys;
     p.resize(size_t(tl.rows * n));
     ds.resize(p.size());
-    matmul(tl.rows, n, l.hd, l.q_tile(q, tl.t0, h), l.kv_tile(k, kvh, true), p.data(), n);
-    matmul(tl.rows, n, l.hd, l.q_tile(dout, tl.t0, h), l.kv_tile(v, kvh, true), ds.data(), n);  // dP
+    product(tl.rows, n, l.hd, l.q_row(q, tl.t0, h), l.q_stride, 1, l.kv_tile(k, kvh, true), kt_h, tokens, p.data(), n);
+    product(tl.rows, n, l.hd, l.q_row(dout, tl.t0, h), l.q_stride, 1, l.kv_tile(v, kvh, true), vt_h, tokens,
+            ds.data(), n);  // dP
     for (int64_t r = 0; r < tl.rows; ++r) {
       const int64_t t = tl.t0 + r, len = tl.visible(r, 0);
       float* pr = p.data() + r * n;
@@ -174,9 +219,12 @@ void backward_head(const Layout& l, int h, const float* q, const float* k, const
       std::fill(dsr + len, dsr + n, 0.0f);
     }
     const bool add = b < blocks - 1;
-    matmul(tl.rows, l.hd, n, MatRef::f32(ds.data(), n), l.kv_tile(k, kvh), l.q_row(dq, tl.t0, h), l.q_stride);
-    matmul(n, l.hd, tl.rows, MatRef::f32(ds.data(), n, true), l.q_tile(q, tl.t0, h), dk_h, l.hd, add);
-    matmul(n, l.hd, tl.rows, MatRef::f32(p.data(), n, true), l.q_tile(dout, tl.t0, h), dv_h, l.hd, add);
+    product(tl.rows, l.hd, n, ds.data(), n, 1, l.kv_tile(k, kvh), l.kv_row(k, 0, kvh), l.kv_stride,
+            l.q_row(dq, tl.t0, h), l.q_stride);
+    product(n, l.hd, tl.rows, ds.data(), 1, n, l.q_tile(q, tl.t0, h), l.q_row(q, tl.t0, h), l.q_stride, dk_h, l.hd,
+            add);
+    product(n, l.hd, tl.rows, p.data(), 1, n, l.q_tile(dout, tl.t0, h), l.q_row(dout, tl.t0, h), l.q_stride, dv_h,
+            l.hd, add);
   }
 }
 
@@ -204,13 +252,21 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
   const Layout l(s);
   const int H = s.heads, hd = l.hd;
   const int64_t share = tokens * hd;
-  std::vector<float> dk_heads(size_t(H * share)), dv_heads(dk_heads.size());
+  // Scratch kept across calls (training calls this once a sequence and layer): thread_local, the
+  // caller's, read by the team through the pointers below.
+  thread_local std::vector<float> dk_scratch, dv_scratch, kt_scratch, vt_scratch;
+  float* dk_heads = sized(dk_scratch, size_t(H * share));
+  float* dv_heads = sized(dv_scratch, size_t(H * share));
+  const Product product{small_tiles(l, tokens)};
+  if (product.small) transpose_heads(l, k, tokens, kt_scratch), transpose_heads(l, v, tokens, vt_scratch);
+  const float* kt = kt_scratch.data();
+  const float* vt = vt_scratch.data();
 #pragma omp parallel
   {
-    std::vector<float> p, ds;
+    thread_local std::vector<float> p, ds;  // each thread's, kept across calls
 #pragma omp for schedule(dynamic, 1)
     for (int h = 0; h < H; ++h)
-      backward_head(l, h, q, k, v, out, lse, dout, dq, dk_heads.data() + h * share, dv_heads.data() + h * share,
+      backward_head(l, product, h, q, k, v, kt, vt, out, lse, dout, dq, dk_heads + h * share, dv_heads + h * share,
                     tokens, H, p, ds);
 
 #pragma omp for collapse(2) schedule(static)
@@ -219,8 +275,8 @@ void attention_backward(const float* q, const float* k, const float* v, const fl
         float* gk = dk + j * l.kv_stride + int64_t(kvh) * hd;
         float* gv = dv + j * l.kv_stride + int64_t(kvh) * hd;
         const int64_t h0 = int64_t(kvh) * l.group;
-        std::copy_n(dk_heads.data() + h0 * share + j * hd, hd, gk);
-        std::copy_n(dv_heads.data() + h0 * share + j * hd, hd, gv);
+        std::copy_n(dk_heads + h0 * share + j * hd, hd, gk);
+        std::copy_n(dv_heads + h0 * share + j * hd, hd, gv);
         for (int64_t h = h0 + 1; h < h0 + l.group; ++h)
           for (int i = 0; i < hd; ++i) {
             gk[i] += dk_heads[size_t(h * share + j * hd + i)];
