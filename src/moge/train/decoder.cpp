@@ -2,6 +2,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <set>
 
@@ -22,6 +23,10 @@ using kernels::MatRef;
 
 namespace {
 
+// Rows of one block of the head and the cross-entropy: their logits (rows × vocab floats, 1 MiB
+// for a 4096 vocabulary) stay in L2 between the GEMM that writes them and the passes that read them.
+constexpr int64_t kHeadRows = 64;
+
 // y[rows, out] = x[rows, in] · Wᵀ + b.
 void linear_forward(const float* x, int64_t rows, const Tensor& w, const Tensor& b, float* y) {
   const int64_t out = w.dim(0), in = w.dim(1);
@@ -32,19 +37,30 @@ void linear_forward(const float* x, int64_t rows, const Tensor& w, const Tensor&
     for (int64_t j = 0; j < out; ++j) y[r * out + j] += bias[j];
 }
 
+// Columns of a bias gradient one thread sums at a time.
+constexpr int64_t kBiasColumns = 64;
+
 // From dy[rows, out]: dx (= dy · W, overwritten, or added when accumulate_dx), dW += dyᵀ · x,
-// db += Σ_rows dy (columns in parallel, rows in order: deterministic).
+// db += Σ_rows dy (blocks of columns in parallel, each column's rows in order: deterministic).
 void linear_backward(const float* x, int64_t rows, const Tensor& w, const float* dy, float* dx, bool accumulate_dx,
                      Tensor& dw, Tensor& db) {
   const int64_t out = w.dim(0), in = w.dim(1);
   kernels::matmul(rows, in, out, MatRef::f32(dy, out), MatRef::f32(w.f32(), in), dx, in, accumulate_dx);
   kernels::matmul(out, in, rows, MatRef::f32(dy, out, true), MatRef::f32(x, in), dw.f32(), in, true);
   float* g = db.f32();
-#pragma omp parallel for schedule(static)
-  for (int64_t j = 0; j < out; ++j) {
-    float s = 0;
-    for (int64_t r = 0; r < rows; ++r) s += dy[r * out + j];
-    g[j] += s;
+  const int64_t blocks = (out + kBiasColumns - 1) / kBiasColumns;
+#pragma omp parallel for schedule(static) if (rows * out > 65536)
+  for (int64_t b = 0; b < blocks; ++b) {
+    // Rows walked in memory order, a block's column sums side by side (vectorized); each column
+    // still adds its rows in order, so the sums are those of a column-by-column loop.
+    const int64_t j0 = b * kBiasColumns, width = std::min(kBiasColumns, out - j0);
+    float s[kBiasColumns] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* row = dy + r * out + j0;
+#pragma omp simd
+      for (int64_t j = 0; j < width; ++j) s[j] += row[j];
+    }
+    for (int64_t j = 0; j < width; ++j) g[j0 + j] += s[j];
   }
 }
 
@@ -80,6 +96,8 @@ struct TrainableDecoder::Activations {
   };
   std::vector<PerLayer> layers;
   std::vector<float> x_final, n_final, logits;  // logits become their gradient after a backward pass
+  std::vector<float> d_n_final;                 // the head's gradient of n_final (training forward)
+  std::vector<double> block_loss;               // cross-entropy of each block of rows
   int batch = 0, seq = 0;
 };
 
@@ -258,7 +276,6 @@ LossParts TrainableDecoder::forward(const int32_t* inputs, const int32_t* target
   a.logits.resize(rows * v);
   kernels::rmsnorm_forward(a.x_final.data(), final_norm_.f32(), a.n_final.data(), rows, d, c.rms_norm_eps);
   const Tensor& head = c.tie_word_embeddings ? embed_ : lm_head_;
-  kernels::matmul(rows, v, d, MatRef::f32(a.n_final.data(), d), MatRef::f32(head.f32(), d, true), a.logits.data(), v);
 
   for (int64_t i = 0; i < rows; ++i) {
     if (targets[i] != kernels::kIgnoreTarget && (targets[i] < 0 || targets[i] >= v))
@@ -266,8 +283,28 @@ LossParts TrainableDecoder::forward(const int32_t* inputs, const int32_t* target
     loss.targets += targets[i] != kernels::kIgnoreTarget;
   }
   const float ce_scale = loss.targets > 0 ? scale / float(loss.targets) : 0.0f;
-  const double ce_sum = kernels::cross_entropy_forward_backward(
-      a.logits.data(), targets, rows, v, keep_logit_grads ? a.logits.data() : nullptr, ce_scale);
+  // The head and the loss a block of rows at a time, each block's logits still in cache for the
+  // cross-entropy and, in training, for the head's gradient of n_final (dn = dlogits · head),
+  // which would otherwise re-read all rows × vocab logits from memory. Blocks are the units of an
+  // OpenMP loop whose products run on one thread each. The logit gradients stay in a.logits for
+  // the head's weight gradient in backward().
+  const int64_t blocks = (rows + kHeadRows - 1) / kHeadRows;
+  if (keep_logit_grads) a.d_n_final.resize(rows * d);
+  a.block_loss.assign(size_t(blocks), 0.0);
+  const float* n_final = a.n_final.data();
+  float* logits = a.logits.data();
+  float* d_n_final = keep_logit_grads ? a.d_n_final.data() : nullptr;
+  double* block_loss = a.block_loss.data();
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t r0 = b * kHeadRows, n = std::min(kHeadRows, rows - r0);
+    float* lg = logits + r0 * v;
+    kernels::matmul(n, v, d, MatRef::f32(n_final + r0 * d, d), MatRef::f32(head.f32(), d, true), lg, v);
+    block_loss[b] = kernels::cross_entropy_forward_backward(lg, targets + r0, n, v, d_n_final ? lg : nullptr, ce_scale);
+    if (d_n_final) kernels::matmul(n, d, v, MatRef::f32(lg, v), MatRef::f32(head.f32(), d), d_n_final + r0 * d, d);
+  }
+  double ce_sum = 0;
+  for (double l : a.block_loss) ce_sum += l;  // in block order, whatever thread computed each
   loss.ce = loss.targets > 0 ? ce_sum / double(loss.targets) : 0.0;
   return loss;
 }
@@ -279,14 +316,13 @@ void TrainableDecoder::backward(const int32_t* inputs, int batch, int seq, float
   const kernels::AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, c.head_dim};
 
   // Head: logits = n_final · headᵀ (a.logits now holds d logits).
-  const Tensor& head = c.tie_word_embeddings ? embed_ : lm_head_;
   Tensor& d_head = c.tie_word_embeddings ? d_embed_ : d_lm_head_;
-  std::vector<float> dn(rows * d), dx(rows * d), dh(rows * d), tmp(rows * d);
-  kernels::matmul(rows, d, v, MatRef::f32(a.logits.data(), v), MatRef::f32(head.f32(), d), dn.data(), d);
+  std::vector<float> dn(rows * d), dx(rows * d), dh(rows * d);
+  // dn = dlogits · head came with the forward (a.d_n_final).
   kernels::matmul(v, d, rows, MatRef::f32(a.logits.data(), v, true), MatRef::f32(a.n_final.data(), d), d_head.f32(),
                   d, true);
-  kernels::rmsnorm_backward(a.x_final.data(), final_norm_.f32(), dn.data(), dx.data(), d_final_norm_.f32(), rows, d,
-                            c.rms_norm_eps);
+  kernels::rmsnorm_backward(a.x_final.data(), final_norm_.f32(), a.d_n_final.data(), dx.data(), d_final_norm_.f32(),
+                            rows, d, c.rms_norm_eps);
 
   std::vector<float> dq(rows * qd), dk(rows * kvd), dv(rows * kvd), datt(rows * qd);
   for (size_t i = layers_.size(); i-- > 0;) {
