@@ -110,7 +110,7 @@ TEST(Matmul, MatchesNaiveLoopsForAllLayoutsAndDtypes) {
       {DType::f32, DType::f32}, {DType::bf16, DType::bf16}, {DType::f32, DType::bf16}, {DType::bf16, DType::f32}};
   // m = 1 and 5 take oneDNN's small-row path, 13 and 33 an exact-shape primitive (53 too, unless
   // Rows::padded: 64 rows), 97 = 96 + 1 and 134 = 128 + 6 a bulk primitive plus a tail
-  // (Rows::padded: one execution of 128 or 160 rows, or of exactly m rows when A is transposed);
+  // (Rows::padded: one execution of 112 or 144 rows, or of exactly m rows when A is transposed);
   // k = 75 = 64 + 11 is cut in two accumulated pieces.
   const int64_t ms[] = {1, 5, 13, 33, 53, 97, 134};
   const int64_t ks[] = {23, 75};
@@ -230,13 +230,13 @@ TEST(Matmul, PrimitiveCacheReusesPrimitives) {
   for (int64_t kk = 65; kk <= 320; ++kk) matmul(3, n, kk, short_a.ref(), wide_b.ref(), wide_c.data(), n);
   EXPECT_LE(matmul_primitive_count() - before_k, 40) << "k = 65..320";
 
-  // Rows::padded: m = 65..128 run as 96 or 128 rows, two primitives (here with a B of
+  // Rows::padded: m = 65..128 run as 80, 96, 112 or 128 rows, four primitives (here with a B of
   // another dtype than above, so none of them exists yet); transposed A: one exact primitive per m.
   Operand bf16_b(k, n, true, DType::bf16, 0, rng);
   const int before_padded = matmul_primitive_count();
   for (int64_t mm = 65; mm <= 128; ++mm)
     matmul(mm, n, k, tall_a.ref(), bf16_b.ref(), wide_c.data(), n, false, Rows::padded);
-  EXPECT_EQ(matmul_primitive_count() - before_padded, 2) << "padded m = 65..128";
+  EXPECT_EQ(matmul_primitive_count() - before_padded, 4) << "padded m = 65..128";
   Operand tall_a_t(320, k, true, DType::f32, 0, rng);
   const int before_trans = matmul_primitive_count();
   for (int64_t mm = 65; mm <= 70; ++mm)
@@ -244,19 +244,20 @@ TEST(Matmul, PrimitiveCacheReusesPrimitives) {
   EXPECT_EQ(matmul_primitive_count() - before_trans, 6) << "transposed A, m = 65..70";
 }
 
-// Rows::padded's row counts: m itself up to 48; above, the next multiple of 32 whose largest divisor
+// Rows::padded's row counts: m itself up to 48; above, the next multiple of 16 whose largest divisor
 // in [32, 64] (oneDNN 2.6's row block) is not 53, 58, 59, 61 or 62.
 TEST(Matmul, PaddedRowCountsAvoidSlowRowBlocks) {
   EXPECT_EQ(padded_row_count(1), 1);
   EXPECT_EQ(padded_row_count(48), 48);
   EXPECT_EQ(padded_row_count(49), 64);
   EXPECT_EQ(padded_row_count(53), 64);
-  EXPECT_EQ(padded_row_count(65), 96);
+  EXPECT_EQ(padded_row_count(65), 80);     // blocks of 40
   EXPECT_EQ(padded_row_count(96), 96);
-  EXPECT_EQ(padded_row_count(477), 480);  // 477 = 9 · 53
-  EXPECT_EQ(padded_row_count(900), 960);  // 928 = 16 · 58
-  EXPECT_EQ(padded_row_count(992), 1024); // 992 = 16 · 62
-  EXPECT_EQ(padded_row_count(1690), 1728);  // 1696 = 32 · 53
+  EXPECT_EQ(padded_row_count(460), 480);   // 464 = 8 · 58 passed over; 480 = 8 · 60
+  EXPECT_EQ(padded_row_count(477), 480);   // 477 = 9 · 53
+  EXPECT_EQ(padded_row_count(920), 960);   // 928 = 16 · 58 and 944 = 16 · 59 passed over
+  EXPECT_EQ(padded_row_count(992), 1008);  // 992 = 16 · 62; 1008 = 16 · 63
+  EXPECT_EQ(padded_row_count(1690), 1712); // 1696 = 32 · 53; 1712 = 16 · 107, no divisor in [32, 64]
 }
 
 // ---------------------------------------------------------------------------------------------

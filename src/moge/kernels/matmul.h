@@ -31,13 +31,14 @@ struct MatRef {
 // `bucketed`: a multiple of 32 plus a tail, two executions, so row counts that vary from call to
 // call reuse a bounded set of primitives; but oneDNN re-packs B in each execution, so an expert's
 // time jumps at every row count past a multiple of 32 (~35 µs at n = 512, k = 1024).
-// `padded`: one execution of m rounded up to a multiple of 32, A copied into zero-padded rows and
+// `padded`: one execution of m rounded up to a multiple of 16, A copied into zero-padded rows and
 // C through a scratch buffer. oneDNN 2.6's AMX brgemm picks its row block as a divisor of m, and
 // for m with a divisor like 53, 59 or 61 (424, 472, 477, ...) it runs at a third of the speed
 // (2.5 against 8-9 µs a row, n = 512, k = 1024, one thread; m = 53 or 59 alone, one block, 6x
-// slower than 64); multiples of 32 always block well. Time is then near linear in m, which
+// slower than 64); multiples of 16 nearly always block well. Time is then near linear in m, which
 // expert-parallel balance needs (equal pairs on two devices cost equal time however they fall on
-// experts), at most 31 rows are wasted, and one primitive serves 32 row counts. A transposed A
+// experts), at most 15 rows are wasted (a few more where a multiple of 16 blocks badly), and one
+// primitive serves 16 row counts. A transposed A
 // runs one exact execution instead (no padded rows to copy into).
 enum class Rows { bucketed, padded };
 
@@ -45,7 +46,7 @@ void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64
             bool accumulate = false, Rows rows = Rows::bucketed);
 
 // The rows Rows::padded runs m as (A not transposed): m itself up to 48, above it the least
-// multiple of 32 from m up that oneDNN does not block into slow row blocks (matmul.cpp).
+// multiple of 16 from m up that oneDNN does not block into slow row blocks (matmul.cpp).
 int64_t padded_row_count(int64_t m);
 
 // Number of oneDNN primitives created so far (for tests of the cache).
