@@ -67,7 +67,7 @@ void add_bench_command(CLI::App& app) {
                 "with --devices: devices take turns running their routed experts, each timed alone (for the "
                 "expert time against perfect balance where devices outnumber cores)");
   cmd->add_option("--isolate-rounds", a->isolate_rounds,
-                  "with --isolate-experts: rounds of turns, each device's least time kept")
+                  "with --isolate-experts: rounds of turns; each expert's least time is kept")
       ->capture_default_str();
   cmd->callback([a] {
     check(a->prompt > 0 && a->gen > 0 && a->repetitions > 0 && a->isolate_rounds > 0,
@@ -76,81 +76,82 @@ void add_bench_command(CLI::App& app) {
     const kernels::WeightFormat format = kernels::parse_weight_format(a->dtype);
     const DevicesSpec spec = parse_devices(a->devices);
     run_on(spec, a->threads, [&](parallel::Comm* comm, int device) {
-    const bool main = device == 0;
-    if (main) std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
-    DeviceModel dm(a->model, format, comm, a->dispatch);
-    if (dm.runner()) dm.runner()->set_isolated_expert_timing(a->isolate_experts ? a->isolate_rounds : 0);
-    const model::Model& m = dm.model();
-    const model::ModelConfig& c = m.config();
-    Rng rng(1);
-    std::vector<int32_t> tokens(a->prompt + a->gen);
-    for (auto& t : tokens) t = int32_t(rng.below(c.vocab_size));
-    std::vector<float> logits(c.vocab_size);
+      const bool main = device == 0;
+      if (main) std::fprintf(stderr, "bench: loading %s...\n", a->model.c_str());
+      DeviceModel dm(a->model, format, comm, a->dispatch);
+      if (dm.runner()) dm.runner()->set_isolated_expert_timing(a->isolate_experts ? a->isolate_rounds : 0);
+      const model::Model& m = dm.model();
+      const model::ModelConfig& c = m.config();
+      Rng rng(1);
+      std::vector<int32_t> tokens(a->prompt + a->gen);
+      for (auto& t : tokens) t = int32_t(rng.below(c.vocab_size));
+      std::vector<float> logits(c.vocab_size);
 
-    double pp = 0, tg = 0;
-    std::vector<std::vector<std::vector<parallel::LayerLoad>>> rep_loads;  // per measured repetition
-    for (int r = 0; r < a->repetitions; ++r) {
-      if (main) std::fprintf(stderr, "bench: pp%d / tg%d, repetition %d/%d\n", a->prompt, a->gen, r + 1, a->repetitions);
-      model::KvCache cache(c, a->prompt + a->gen);
-      auto t0 = std::chrono::steady_clock::now();
-      m.forward(tokens.data(), a->prompt, cache, logits.data(), 1);
-      pp = std::max(pp, a->prompt / seconds_since(t0));
-      auto t1 = std::chrono::steady_clock::now();
-      for (int i = 0; i < a->gen; ++i) m.forward(&tokens[a->prompt + i], 1, cache, logits.data());
-      tg = std::max(tg, a->gen / seconds_since(t1));
-      // The first repetition warms up (oneDNN creates its primitives for new shapes, inside the
-      // experts' timed work): the load report covers the repetitions after it.
-      if (dm.runner()) {
-        if (r > 0 || a->repetitions == 1) rep_loads.push_back(dm.gather_loads());
-        dm.runner()->reset_load();
+      double pp = 0, tg = 0;
+      std::vector<std::vector<std::vector<parallel::LayerLoad>>> rep_loads;  // per measured repetition
+      for (int r = 0; r < a->repetitions; ++r) {
+        if (main)
+          std::fprintf(stderr, "bench: pp%d / tg%d, repetition %d/%d\n", a->prompt, a->gen, r + 1, a->repetitions);
+        model::KvCache cache(c, a->prompt + a->gen);
+        auto t0 = std::chrono::steady_clock::now();
+        m.forward(tokens.data(), a->prompt, cache, logits.data(), 1);
+        pp = std::max(pp, a->prompt / seconds_since(t0));
+        auto t1 = std::chrono::steady_clock::now();
+        for (int i = 0; i < a->gen; ++i) m.forward(&tokens[a->prompt + i], 1, cache, logits.data());
+        tg = std::max(tg, a->gen / seconds_since(t1));
+        // The first repetition warms up (oneDNN creates its primitives for new shapes, inside the
+        // experts' timed work): the load report covers the repetitions after it.
+        if (dm.runner()) {
+          if (r > 0 || a->repetitions == 1) rep_loads.push_back(dm.gather_loads());
+          dm.runner()->reset_load();
+        }
       }
-    }
-    const auto loads = sum_loads(rep_loads);
-    if (!main) return;
-    const double bytes = double(m.decode_weight_bytes());
-    const double decode_gbs = bytes * tg / 1e9;
-    rusage usage{};
-    getrusage(RUSAGE_SELF, &usage);
-    const double rss_gb = usage.ru_maxrss * 1024.0 / 1e9, file_gb = safetensors_bytes(a->model) / 1e9;
-    // After the RSS reading: the bandwidth probe's 1 GB buffer is not the model's memory.
-    std::fprintf(stderr, "bench: measuring memory bandwidth...\n");
-    const double stream_gbs = kernels::measure_read_bandwidth();
+      const auto loads = sum_loads(rep_loads);
+      if (!main) return;
+      const double bytes = double(m.decode_weight_bytes());
+      const double decode_gbs = bytes * tg / 1e9;
+      rusage usage{};
+      getrusage(RUSAGE_SELF, &usage);
+      const double rss_gb = usage.ru_maxrss * 1024.0 / 1e9, file_gb = safetensors_bytes(a->model) / 1e9;
+      // After the RSS reading: the bandwidth probe's 1 GB buffer is not the model's memory.
+      std::fprintf(stderr, "bench: measuring memory bandwidth...\n");
+      const double stream_gbs = kernels::measure_read_bandwidth();
 
-    if (a->json) {
-      nlohmann::json j = {{"model", a->model},       {"dtype", a->dtype},
-                          {"threads", omp_get_max_threads()},
-                          {"params", c.total_parameters()}, {"active_params", c.active_parameters()},
-                          {"pp_tokens", a->prompt},  {"pp_tokens_per_s", pp},
-                          {"tg_tokens", a->gen},     {"tg_tokens_per_s", tg},
-                          {"decode_weight_bytes_per_token", bytes}, {"decode_weight_gbs", decode_gbs},
-                          {"stream_read_gbs", stream_gbs}, {"fraction_of_stream", decode_gbs / stream_gbs},
-                          {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb},
-                          {"gemm_isa", kernels::matmul_isa()}, {"quant_kernel", kernels::quant_kernel_name()},
-                          {"decode_kernel", decode_kernel(m.weight_format())}};
-      if (!loads.empty()) {
-        j["expert_parallel"] = device_loads_json(loads, dm.scheme());
-        j["expert_parallel"]["isolated_expert_timing"] = a->isolate_experts;
-        j["expert_parallel"]["expert_time_over_balanced_best"] = expert_time_over_balanced_best(rep_loads);
+      if (a->json) {
+        nlohmann::json j = {{"model", a->model},       {"dtype", a->dtype},
+                            {"threads", omp_get_max_threads()},
+                            {"params", c.total_parameters()}, {"active_params", c.active_parameters()},
+                            {"pp_tokens", a->prompt},  {"pp_tokens_per_s", pp},
+                            {"tg_tokens", a->gen},     {"tg_tokens_per_s", tg},
+                            {"decode_weight_bytes_per_token", bytes}, {"decode_weight_gbs", decode_gbs},
+                            {"stream_read_gbs", stream_gbs}, {"fraction_of_stream", decode_gbs / stream_gbs},
+                            {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb},
+                            {"gemm_isa", kernels::matmul_isa()}, {"quant_kernel", kernels::quant_kernel_name()},
+                            {"decode_kernel", decode_kernel(m.weight_format())}};
+        if (!loads.empty()) {
+          j["expert_parallel"] = device_loads_json(loads, dm.scheme());
+          j["expert_parallel"]["isolated_expert_timing"] = a->isolate_experts;
+          j["expert_parallel"]["expert_time_over_balanced_best"] = expert_time_over_balanced_best(rep_loads);
+        }
+        std::printf("%s\n", j.dump(2).c_str());
+        if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
+        return;
       }
-      std::printf("%s\n", j.dump(2).c_str());
+      std::printf("| model | params | active | dtype | threads | test | t/s |\n|---|---|---|---|---|---|---|\n");
+      for (auto [name, value] : {std::pair{"pp" + std::to_string(a->prompt), pp}, {"tg" + std::to_string(a->gen), tg}})
+        std::printf("| %s | %.2fB | %.2fB | %s | %d | %s | %.2f |\n", a->model.c_str(), c.total_parameters() / 1e9,
+                    c.active_parameters() / 1e9, a->dtype.c_str(), omp_get_max_threads(), name.c_str(), value);
+      std::printf("\ndecode reads %.3f GB of weights a token: %.2f GB/s, %.0f%% of the %.2f GB/s read bandwidth "
+                  "measured now\n",
+                  bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
+      std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, decode GEMV %s\n", rss_gb, file_gb,
+                  kernels::matmul_isa(), decode_kernel(m.weight_format()).c_str());
+      if (loads.empty()) return;
+      print_device_loads(loads, dm.scheme(), stdout);
+      if (rep_loads.size() > 1)
+        std::printf("routed experts, least disturbed repetition per device: %.3f x the perfectly balanced time\n",
+                    expert_time_over_balanced_best(rep_loads));
       if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
-      return;
-    }
-    std::printf("| model | params | active | dtype | threads | test | t/s |\n|---|---|---|---|---|---|---|\n");
-    for (auto [name, value] : {std::pair{"pp" + std::to_string(a->prompt), pp}, {"tg" + std::to_string(a->gen), tg}})
-      std::printf("| %s | %.2fB | %.2fB | %s | %d | %s | %.2f |\n", a->model.c_str(), c.total_parameters() / 1e9,
-                  c.active_parameters() / 1e9, a->dtype.c_str(), omp_get_max_threads(), name.c_str(), value);
-    std::printf("\ndecode reads %.3f GB of weights a token: %.2f GB/s, %.0f%% of the %.2f GB/s read bandwidth "
-                "measured now\n",
-                bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
-    std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, decode GEMV %s\n", rss_gb, file_gb,
-                kernels::matmul_isa(), decode_kernel(m.weight_format()).c_str());
-    if (loads.empty()) return;
-    print_device_loads(loads, dm.scheme(), stdout);
-    if (rep_loads.size() > 1)
-      std::printf("routed experts, least disturbed repetition per device: %.3f x the perfectly balanced time\n",
-                  expert_time_over_balanced_best(rep_loads));
-    if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
     });
   });
 }
