@@ -6,6 +6,13 @@
 # measured and predicted tokens/s and the error of the prediction.
 #
 #   bench/sim_validate.sh [--quick]      MOGE=path/to/moge (default build/release/tools/moge/moge)
+#   CASES="0 1 5" RAW=FILE bench/sim_validate.sh --measure   measure only those cases (indices into
+#                                        the list below), appending the measurements to FILE
+#   bench/sim_validate.sh --table FILE...  predict and print the table for the measurements in FILEs
+#
+# The pieces exist for a shared machine: QUIET should pause the others only briefly, so a run
+# can be split into a few cases at a time (GAP=SECONDS waits between measurements), and the
+# table made at the end from every piece, with the predictions of the tree as it is then.
 #
 # Each case runs `moge bench -r REPS` (its best repetition) ROUNDS times, minutes apart, and keeps
 # the best pp and tg: on a shared VM whose bandwidth swings 12-31 GB/s, interference only slows a
@@ -26,8 +33,14 @@ profile1=${PROFILE:-docs/sim/profiles/this-cpu.json}
 profile2=${PROFILE_2DEV:-docs/sim/profiles/this-cpu-2dev.json}
 profile_mpi=${PROFILE_MPI:-docs/sim/profiles/this-cpu-mpi2.json}
 quiet=${QUIET:-}
+gap=${GAP:-0}
+mode=all
 quick=0
-[ "${1:-}" = "--quick" ] && quick=1
+case "${1:-}" in
+  --quick) quick=1 ;;
+  --measure) mode=measure ;;
+  --table) mode=table; shift ;;
+esac
 mkdir -p "$dir"
 for cfg in sim-mid bench-2g; do
   [ -f "$dir/$cfg/config.json" ] || "$moge" init --config "docs/configs/$cfg.json" -o "$dir/$cfg" >&2
@@ -53,27 +66,51 @@ cases=(
   "bench-2g $dir/bench-2g bf16 512 64 mpi"
 )
 [ $quick = 1 ] && cases=("${cases[0]}" "${cases[5]}" "${cases[12]}")
+selected=(${CASES:-$(seq 0 $((${#cases[@]} - 1)))})
+
+# Measurements: one line a run, "name model dtype P N devices<TAB>bench's JSON".
+raw=${RAW:-}
+tmp_files=()
+trap 'rm -f "${tmp_files[@]}"' EXIT
+if [ "$mode" != table ]; then
+  [ -n "$raw" ] || { raw=$(mktemp); tmp_files+=("$raw"); }
+  first=1
+  for round in $(seq "$rounds"); do
+  for i in "${selected[@]}"; do
+    c=${cases[$i]}
+    read -r name model dtype p n devices <<<"$c"
+    case $devices in
+      1) run=("$moge" bench -t "$threads") ;;
+      2) run=("$moge" bench -t "$threads" --devices 2) ;;
+      mpi) run=(mpirun -np 2 "$moge" bench -t 1 --devices mpi) ;;
+    esac
+    [ $first = 1 ] || sleep "$gap"
+    first=0
+    echo "sim_validate: round $round/$rounds: case $i: $name $dtype pp$p tg$n devices $devices ($(date -u +%H:%M:%S))" >&2
+    measured=$($quiet "${run[@]}" -m "$model" --type "$dtype" -p "$p" -n "$n" -r "$reps" --json 2>/dev/null)
+    printf '%s\t%s\n' "$c" "$(echo "$measured" | tr -d '\n')" >>"$raw"
+  done
+  done
+  [ "$mode" = measure ] && exit 0
+  set -- "$raw"
+fi
 
 rows=$(mktemp)
-trap 'rm -f "$rows"' EXIT
-for round in $(seq "$rounds"); do
-for c in "${cases[@]}"; do
+tmp_files+=("$rows")
+cat "$@" | while IFS=$'\t' read -r c measured; do
   read -r name model dtype p n devices <<<"$c"
   case $devices in
-    1) run=("$moge" bench -t "$threads"); profile=$profile1; plan="attn=dp1"; ndev=1 ;;
-    2) run=("$moge" bench -t "$threads" --devices 2); profile=$profile2; plan="attn=dp2,experts=ep2,shared=dp2"; ndev=2 ;;
-    mpi) run=(mpirun -np 2 "$moge" bench -t 1 --devices mpi); profile=$profile_mpi; plan="attn=dp2,experts=ep2,shared=dp2"; ndev=2 ;;
+    1) profile=$profile1; plan="attn=dp1"; ndev=1 ;;
+    2) profile=$profile2; plan="attn=dp2,experts=ep2,shared=dp2"; ndev=2 ;;
+    mpi) profile=$profile_mpi; plan="attn=dp2,experts=ep2,shared=dp2"; ndev=2 ;;
   esac
-  echo "sim_validate: round $round/$rounds: $name $dtype pp$p tg$n devices $devices" >&2
-  measured=$($quiet "${run[@]}" -m "$model" --type "$dtype" -p "$p" -n "$n" -r "$reps" --json 2>/dev/null)
   # One sequence: the prefill step is its P tokens, decode steps of one token at the mean context
   # P + N/2 (as bench's tg runs them). The engine's KV cache is f32, and --type quantizes lm_head. Under --devices the engine
   # replicates attention, which attn=dpD with one sequence reproduces (each device runs it whole).
   predicted=$("$moge" sim predict --profile "$profile" -m "$model" --plan "$plan" --batch 1 --prefill-batch 1 \
     --prompt "$p" --gen "$n" --dtype "$dtype" --lm-head-dtype "$dtype" --kv-dtype f32 --json)
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$dtype" "$p" "$n" "$devices" "$ndev" "$profile" \
-    "$(echo "$measured" | tr -d '\n')" "$(echo "$predicted" | tr -d '\n')" >>"$rows"
-done
+    "$measured" "$(echo "$predicted" | tr -d '\n')" >>"$rows"
 done
 
 /usr/bin/python3 - "$rows" <<'PY'

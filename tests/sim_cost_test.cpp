@@ -108,6 +108,62 @@ TEST(SimCost, GroupedCallSumsItsPartsWithOneFixedCost) {
   EXPECT_NEAR(apart - c.seconds, 5e-6, 1e-15);
 }
 
+// moge's engine (a per_call profile): how kernels::linear splits a call into oneDNN executions.
+HardwareProfile engine_profile() {
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 1;
+  j["device"]["linear_group_max_rows"] = {{"int8", 4}};
+  j["device"]["activation_prep_ns"] = {{"bf16", 1}};
+  return HardwareProfile::from_json_text(j.dump(), "t.json");
+}
+
+TEST(SimCost, EngineRowsPadBf16AndSplitF32) {
+  // bf16: kernels::padded_row_count (exact up to 48; above, a multiple of 16 oneDNN blocks well).
+  EXPECT_EQ(engine_matmul_rows(WeightType::bf16, 40), (std::vector<int64_t>{40}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::bf16, 53), (std::vector<int64_t>{64}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::bf16, 64), (std::vector<int64_t>{64}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::bf16, 65), (std::vector<int64_t>{80}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::bf16, 96), (std::vector<int64_t>{96}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::bf16, 477), (std::vector<int64_t>{480}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::f32, 53), (std::vector<int64_t>{53}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::f32, 85), (std::vector<int64_t>{64, 21}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::f32, 128), (std::vector<int64_t>{128}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::int8, 85), (std::vector<int64_t>{85}));
+  EXPECT_EQ(engine_matmul_rows(WeightType::int4, 477), (std::vector<int64_t>{477}));
+}
+
+TEST(SimCost, Bf16ComputesThePaddedCount) {
+  // 40 rows of [1024, 1024] bf16: exact, the bf16 bucket (<= 64 rows: memory 0.5, compute 0.25):
+  // bytes 1024·1024·2 + 40·2048·2 = 2260992 -> 4.521984 us (compute 2·40·1024² / 25e12 = 3.36 us),
+  // plus 1 us and 40·1024 ns of preparation.
+  const HardwareProfile p = engine_profile();
+  EXPECT_NEAR(matmul_cost(p, WeightType::bf16, 40, 1024, 1024).seconds, 2260992 / 0.5e12 + 1e-6 + 40960e-9, 1e-15);
+  // 65 rows run as 80: FLOPs 2·80·1024² = 167772160 at 100e12 · 0.5 (the default: no bucket above
+  // 64) = 3.355443 us; bytes 1024²·2 + 80·2048·2 = 2424832 at 0.8e12 = 3.03104 us: compute-bound.
+  // One fixed cost; the preparation of the 65 real rows only.
+  const OpCost c = matmul_cost(p, WeightType::bf16, 65, 1024, 1024);
+  EXPECT_DOUBLE_EQ(c.flops, 167772160.0);
+  EXPECT_DOUBLE_EQ(c.bytes, 2424832.0);
+  EXPECT_NEAR(c.seconds, 167772160 / 50e12 + 1e-6 + 65 * 1024e-9, 1e-15);
+  EXPECT_FALSE(c.memory_bound);
+  // 80 rows cost the same as 65 plus 15 rows of preparation.
+  EXPECT_NEAR(matmul_cost(p, WeightType::bf16, 80, 1024, 1024).seconds - c.seconds, 15 * 1024e-9, 1e-15);
+}
+
+TEST(SimCost, F32AboveSixtyFourRowsIsABulkAndATail) {
+  // 85 rows of [512, 512] f32 (25 TFLOP/s, the default efficiency 0.5 / 0.8; no preparation):
+  // 64 rows: FLOPs 2·64·512² = 33554432 -> 2.684355 us; bytes 512²·4 + 64·1024·2 = 1179648 ->
+  // 1.47456 us; 21 rows: FLOPs 11010048 -> 0.880804 us; bytes 1048576 + 21·1024·2 = 1091584 ->
+  // 1.36448 us (memory-bound). Each execution reads the weight and pays the fixed cost (1 us).
+  const OpCost c = matmul_cost(engine_profile(), WeightType::f32, 85, 512, 512);
+  EXPECT_DOUBLE_EQ(c.flops, 33554432.0 + 11010048.0);
+  EXPECT_DOUBLE_EQ(c.bytes, 1179648.0 + 1091584.0);
+  EXPECT_NEAR(c.seconds, 33554432 / 12.5e12 + 1091584 / 0.8e12 + 2e-6, 1e-15);
+  // Fused-kernel profiles (no linear_group_max_rows) cost the 85 rows as one kernel.
+  const OpCost fused = matmul_cost(profile(), WeightType::f32, 85, 512, 512);
+  EXPECT_DOUBLE_EQ(fused.flops, 2.0 * 85 * 512 * 512);
+}
+
 TEST(SimCost, WeightTypes) {
   EXPECT_EQ(parse_weight_type("int4"), WeightType::int4);
   EXPECT_EQ(compute_type_of(WeightType::int4), ComputeType::int4);

@@ -211,6 +211,66 @@ TEST(SimPredict, PerCallEngineByHand) {
   EXPECT_NEAR(f.decode.time.shared, 2 * 3 * (131840 / 0.8e12 + 1e-6), 1e-15);
 }
 
+TEST(SimPredict, PerCallEngineForksTeamsOnlyPastEachKernelsThreshold) {
+  // small_moge() on moge's CPU engine (linear_group_max_rows present): an element-wise kernel
+  // pays the kernel overhead (1 us, a thread team's fork/join) only past its own threshold; every
+  // kernel moves its bytes at 1000 GB/s · 0.8 (default memory efficiency), activations 2 bytes.
+  const model::ModelConfig c = small_moge();
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 1;
+  j["device"]["linear_group_max_rows"] = {{"int8", 4}};
+  const HardwareProfile hw = HardwareProfile::from_json_text(j.dump(), "t.json");
+  Workload w;
+  w.prompt = 512;
+  w.gen = 2;
+  const Prediction r = run(c, hw, "attn=dp1", w);
+
+  // Decode, T = 1, 2 pairs. Bytes: RMSNorm 2 · (2·128·2) = 1024; bias adds q 2·128·2 = 512, k and
+  // v 2 · (2·64·2) = 512, o 512; RoPE q 2·128·2 = 512, k 2·64·2 = 256; residual adds 2 · 3·128·2
+  // = 1536; softmax 2·8·2 = 32; route_probs (8 + 2·2)·2 = 24; gather 2·2·128·2 = 1024; combine
+  // (2 + 1)·128·2 = 768; SwiGLU 3·2·64·2 = 768, shared 3·256·2 = 1536: 9016 bytes. Teams: only
+  // route_probs, gather and combine, which always fork (RoPE of one token, a 128-wide norm, an
+  // 8-expert softmax, a 64-wide SwiGLU run on the calling thread): 3 us. Two layers.
+  EXPECT_NEAR(r.decode.time.elementwise, 2 * (9016 / 0.8e12 + 3e-6), 1e-15);
+
+  // Prefill of 512 tokens, 1024 pairs. Bytes: RMSNorm 2 · 262144; bias q 262144, k and v 2 ·
+  // 131072, o 262144; RoPE q 262144, k 131072; residual adds 2 · 393216; softmax 16384;
+  // route_probs (4096 + 2048)·2 = 12288; gather 524288; combine 393216; SwiGLU 3·1024·64·2 =
+  // 393216, shared 3·512·256·2 = 786432: 4616192 bytes. Teams: the two RMSNorms (65536 > 16384
+  // elements), RoPE twice (512 tokens), route_probs, gather, combine, the shared SwiGLU (131072 >
+  // 16384): 8. Not the bias adds (65536 and 32768 elements: a team only above 65536), nor the
+  // softmax (4096, above 4096 only), nor a routed expert's SwiGLU (Binomial(512, 1/4) rows, mean
+  // 128, need more than 256 for 64 · rows > 16384).
+  EXPECT_NEAR(r.prefill.time.elementwise, 2 * (4616192 / 0.8e12 + 8e-6), 1e-15);
+
+  // Prefill of 2048 tokens: every byte count 4 times the above, and every kernel forks: RMSNorm
+  // 2, bias adds 4, RoPE 2, softmax, route_probs, gather, combine, the shared SwiGLU, and all 8
+  // routed experts' SwiGLUs (rows ~ 512 ± 20, all above 256): 21 teams.
+  w.prompt = 2048;
+  const Prediction big = run(c, hw, "attn=dp1", w);
+  EXPECT_NEAR(big.prefill.time.elementwise, 2 * (4 * 4616192 / 0.8e12 + 21e-6), 1e-14);
+}
+
+TEST(SimPredict, PerCallDecodeAttentionReadsTheCacheOncePerQueryHead) {
+  // small_moge() decoding after prompts of 512 and 1024 (gen 2: contexts 513 and 1025), KV cache
+  // 2 bytes an element, the default efficiency (memory 0.8 of 1000 GB/s): 512 more cached
+  // positions. moge's kernel walks K and V once per query head: 512 · 2 · 4 heads · 32 · 2 =
+  // 262144 bytes more a layer; a fused kernel once per KV head: 512 · 2 · 2 · 32 · 2 = 131072.
+  const model::ModelConfig c = small_moge();
+  nlohmann::json j = test::sim_test_profile();
+  const HardwareProfile fused = HardwareProfile::from_json_text(j.dump(), "t.json");
+  j["device"]["linear_group_max_rows"] = {{"int8", 4}};
+  const HardwareProfile engine = HardwareProfile::from_json_text(j.dump(), "t.json");
+  Workload w;
+  w.gen = 2;
+  auto decode_attention = [&](const HardwareProfile& hw, int64_t prompt) {
+    w.prompt = prompt;
+    return run(c, hw, "attn=dp1", w).decode.time.attention;
+  };
+  EXPECT_NEAR(decode_attention(engine, 1024) - decode_attention(engine, 512), 2 * 262144 / 0.8e12, 1e-15);
+  EXPECT_NEAR(decode_attention(fused, 1024) - decode_attention(fused, 512), 2 * 131072 / 0.8e12, 1e-15);
+}
+
 TEST(SimPredict, WeightsThatFitTheCacheStreamAtItsBandwidth) {
   // small_moge() (bf16 weights) and its lm_head: one decode row of [1000, 128] bf16, the
   // default efficiency (memory 0.8): 1000·128·2 + (128 + 1000)·2 = 258256 bytes at 0.8 of the

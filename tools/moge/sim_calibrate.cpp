@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <ctime>
 #include <fstream>
 #include <memory>
@@ -82,16 +83,22 @@ struct Settings {
   }
 };
 
-// The row counts measured for the bucket (lo, hi]: up to three spread over it, hi included. A
-// model's experts get any count (tokens routed to them), and oneDNN's speed depends on it (a
-// count that is not a multiple of 32 runs as two executions, matmul.h), so one aligned count
-// would flatter the bucket.
-std::vector<int64_t> bucket_rows(int64_t lo, int64_t hi) {
+// The row counts measured for the bucket (lo, hi] of `format`: up to three spread over it, hi
+// included. A model's experts get any count (tokens routed to them), and oneDNN's speed depends
+// on it (up to 64 rows it runs the exact count, whose divisors set its row blocking), so one
+// aligned count would flatter the bucket; above 48, bf16 runs the count padded
+// (kernels::padded_row_count: its A and C copied through scratch), which unaligned counts
+// measure too. f32 runs an
+// unaligned count above 64 as two executions, a multiple of 32 and a tail, which the cost model
+// charges as two kernels of their own buckets (sim::engine_matmul_rows): so f32 measures the
+// multiples of 32 only above 64, each one execution of the bucket it describes.
+std::vector<int64_t> bucket_rows(int64_t lo, int64_t hi, WeightFormat format) {
   std::vector<int64_t> rows;
-  for (int k = 1; k <= 3; ++k) {
-    const int64_t r = lo + (hi - lo) * k / 3;
+  auto add = [&](int64_t r) {
+    if (format == WeightFormat::f32 && r > 64) r = std::min((r + 31) / 32 * 32, hi);
     if (r > lo && (rows.empty() || r > rows.back())) rows.push_back(r);
-  }
+  };
+  for (int k = 1; k <= 3; ++k) add(lo + (hi - lo) * k / 3);
   if (rows.empty() || rows.back() != hi) rows.push_back(hi);
   return rows;
 }
@@ -173,10 +180,15 @@ class WeightRing {
     c.calls = 1;
     c.seconds = best_of_3([&] { kernels::linear(rows, x.data(), slots_[next++ % slots_.size()].ref(), y.data()); },
                             target_s);
+    // FLOPs and bytes over the executions the engine runs (sim::engine_matmul_rows: bf16 above 64
+    // rows computes the count rounded up to 32), as the cost model counts them; the preparation
+    // on the real rows.
     for (size_t i = 0; i < 3; ++i) {
       const Weight& w = slots_[i];
-      c.flops += 2.0 * rows * w.in() * w.out() / 3;
-      c.bytes += (double(w.in()) * w.out() * wbytes() + rows * double(w.in() + w.out()) * activation_bytes) / 3;
+      for (const int64_t r : sim::engine_matmul_rows(sim::parse_weight_type(format_type(w.format())), rows)) {
+        c.flops += 2.0 * double(r) * w.in() * w.out() / 3;
+        c.bytes += (double(w.in()) * w.out() * wbytes() + double(r) * double(w.in() + w.out()) * activation_bytes) / 3;
+      }
       c.weights += double(w.in()) * w.out() / 3;
       c.prepared += double(rows) * w.in() / 3;
     }
@@ -232,6 +244,18 @@ double time_attention(int64_t context, int64_t tokens, double target_s) {
     for (float& x : *a) x = rng.normal();
   const int64_t first = context - tokens;
   auto once = [&] { kernels::attention_forward(q.data(), k.data(), v.data(), out.data(), tokens, first, shape); };
+  once();
+  return best_of_3(once, target_s);
+}
+
+// Seconds of one empty OpenMP parallel region on the device's threads: the fork/join an
+// element-wise kernel pays past its threshold (its `#pragma omp parallel for ... if (...)`).
+double time_team(double target_s) {
+  static volatile int sink = 0;
+  auto once = [] {
+#pragma omp parallel
+    sink = omp_get_thread_num();
+  };
   once();
   return best_of_3(once, target_s);
 }
@@ -313,6 +337,9 @@ struct Measured {
   double attn_decode = 0, attn_prefill = 0;
   double elementwise = 0;        // SwiGLU over ring_bytes / 4 (time_elementwise)
   double elementwise_small[2] = {};  // SwiGLU over kSmallElementwise elements and twice that (in cache)
+  // An empty thread team (time_team): device 0's own, not averaged over the devices, and kept
+  // apart from fields() (accumulate files written before it was measured stay readable).
+  double team = 0;
   double coll_small = 0, coll_big = 0;  // seconds of a collective: 1 float a device, coll_big_floats in all
   int coll_devices = 0;
 };
@@ -361,7 +388,7 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
         const int64_t lo = b > 0 ? (*buckets)[b - 1] : buckets == &s.gemm_rows ? s.gemv_rows.back() : 0;
         sync(type + " " + name + " rows " + std::to_string(lo + 1) + ".." + std::to_string((*buckets)[b]));
         Cost sum, sum_small;
-        for (int64_t rows : bucket_rows(lo, (*buckets)[b])) {
+        for (int64_t rows : bucket_rows(lo, (*buckets)[b], format)) {
           sum += ring.time_linear(rows, s.target_s, 4);
           sum_small += small.time_linear(rows, s.target_s / 4, 4);  // microseconds a call: quick
         }
@@ -373,6 +400,7 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
   m.attn_decode = time_attention(s.attn_context, 1, s.target_s);
   m.attn_prefill = time_attention(s.attn_prefill, s.attn_prefill, s.target_s);
   m.elementwise = time_elementwise(s.ring_bytes / 4, s.target_s);
+  m.team = time_team(s.target_s / 4);
   for (int i = 0; i < 2; ++i) m.elementwise_small[i] = time_elementwise(kSmallElementwise * 12 << i, s.target_s / 4);
   if (comm) {
     sync("collectives");
@@ -391,6 +419,7 @@ void keep_best(Measured& best, const Measured& m) {
                         {&best.gemv_small[f], &m.gemv_small[f]}, {&best.gemm_small[f], &m.gemm_small[f]}})
       for (size_t i = 0; i < b->size(); ++i) (*b)[i].seconds = std::min((*b)[i].seconds, (*n)[i].seconds);
     best.prep[f] = std::min(best.prep[f], m.prep[f]);
+  best.team = std::min(best.team, m.team);
   }
   for (auto [b, n] : {std::pair{&best.attn_decode, &m.attn_decode}, {&best.attn_prefill, &m.attn_prefill},
                       {&best.elementwise, &m.elementwise}, {&best.elementwise_small[0], &m.elementwise_small[0]},
@@ -439,10 +468,12 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
                              const std::string& backend) {
   using nlohmann::json;
   const double act = 4;  // the engine's activations are f32
-  // The fixed cost of an element-wise kernel (the device's kernel_overhead_us): the intercept of
-  // the two small SwiGLUs' times (n and 2n elements, both in cache) as a line in n.
+  // The fixed cost of an element-wise kernel that runs a thread team (the device's
+  // kernel_overhead_us): an empty team's fork/join. (The intercept of two small SwiGLUs' times as
+  // a line in their size, used before, came out anywhere from 0 to 5.7 us between calibrations
+  // on this VM: two times a few microseconds apart, each with its own noise.)
   const double ew_bytes = double(s.ring_bytes / 4 / 12) * 12;
-  const double overhead = std::clamp(2 * m.elementwise_small[0] - m.elementwise_small[1], 0.0, m.elementwise_small[0]);
+  const double overhead = m.team;
   // Each bucket's fixed cost a call: its time, less activation preparation, as a line in the
   // weight's size through the large and the small weights; the intercept (within [0, the small
   // weights' time]). The large weights' time less it is what the efficiencies describe.
@@ -510,7 +541,9 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
     return r;
   };
   json attention = json::array(
-      {attn_row(4 * H * hd * C, 2 * H * hd * act + C * 2 * KV * hd * 4 + 2 * KV * hd * act, m.attn_decode, true),
+      // Decode: the cached K and V read once per query head (attend_row), as predict.cpp counts
+      // them for this engine.
+      {attn_row(4 * H * hd * C, 2 * H * hd * act + C * 2 * H * hd * 4 + 2 * KV * hd * act, m.attn_decode, true),
        attn_row(4 * H * hd * L * (L + 1) / 2, L * 2 * H * hd * act + L * 2 * KV * hd * (act + 4), m.attn_prefill, false)});
 
   // Collectives: the local comm reads the peers' buffers directly (one synchronization a call),
@@ -583,9 +616,8 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
         "(matmul.cpp), int8/int4 quantize each row (quant.h); f32 nothing.",
         "linear_group_max_rows: kernels::kGemvMaxRows, the rows up to which kernels::linear_group runs a layer's "
         "expert GEMVs as one thread team (int8, int4, bf16 where the CPU has AVX-512 BF16; f32 never).",
-        "kernel_overhead_us: the fixed cost of an element-wise kernel: kernels::swiglu_forward on " +
-            std::to_string(kSmallElementwise) + " and twice as many elements (a thread team, in cache): the "
-            "intercept of the line through both. "
+        "kernel_overhead_us: the fixed cost of an element-wise kernel past its thread-team threshold: an empty "
+        "OpenMP parallel region on the device's threads (its fork/join), device 0's. "
             "kernels_per_expert 1: the SwiGLU moge runs for each expert's rows (moe/mlp.cpp).",
         "cache_mib: the last-level cache (sysconf) / devices; cache_bandwidth_gb_s: kernels/membw's read probe "
         "on " + std::to_string(cache_probe_bytes() >> 20) + " MiB (in that cache), all devices at once, at least "
@@ -595,7 +627,8 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
         "efficiency.default: compute as bf16 at the largest row count; memory from kernels::swiglu_forward over " +
             std::to_string(s.ring_bytes / 4 >> 20) + " MiB (the element-wise kernels' model).",
         "attention: kernels::attention_forward with 16 query and 4 KV heads of 128, f32 cache; compute as a "
-        "fraction of the bf16 peak (the cost model costs attention as bf16).",
+        "fraction of the bf16 peak (the cost model costs attention as bf16); decode bytes count the cache once "
+        "per query head, as the kernel reads it.",
         "memory_capacity_gib: MemTotal / devices; memory_reserved_gib: what was in use (MemTotal - MemAvailable) "
         "when calibrated.",
         "Collectives: mean of all_gather and reduce_scatter_sum; latency from 1 float a device, bandwidth from " +
@@ -608,8 +641,36 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
   return j;
 }
 
+// --accumulate FILE: the best of this run and the runs before it that wrote FILE (every time the
+// shortest, the bandwidths the highest, as --rounds keeps them within a run), written back. Runs
+// a few minutes apart then add up to a calibration of many rounds, each run short (on a shared
+// machine, a run that pauses the others must not take long). FILE holds the measurements' raw
+// numbers in fields()' order with the settings they were made with; a FILE from other settings
+// or devices is an error.
+void accumulate_best(Measured& m, const std::string& path) {
+  const std::vector<double*> mine = fields(m);
+  if (std::filesystem::exists(path)) {
+    const nlohmann::json j = nlohmann::json::parse(read_text_file(path));
+    const std::vector<double> before = j.at("fields").get<std::vector<double>>();
+    check(before.size() == mine.size() && j.at("coll_devices").get<int>() == m.coll_devices,
+          path + ": measurements of other settings or devices (" + std::to_string(before.size()) + " numbers, " +
+              std::to_string(mine.size()) + " expected)");
+    Measured prev = m;
+    const std::vector<double*> p = fields(prev);
+    for (size_t i = 0; i < p.size(); ++i) *p[i] = before[i];
+    if (j.contains("team")) prev.team = j.at("team").get<double>();
+    keep_best(m, prev);
+    std::fprintf(stderr, "calibrate: the best of this run and %d before it (%s)\n", j.at("runs").get<int>(), path.c_str());
+  }
+  const int runs = std::filesystem::exists(path) ? nlohmann::json::parse(read_text_file(path)).at("runs").get<int>() + 1 : 1;
+  std::vector<double> now;
+  for (double* x : fields(m)) now.push_back(*x);
+  write_file_atomically(
+      path, nlohmann::json{{"runs", runs}, {"coll_devices", m.coll_devices}, {"team", m.team}, {"fields", now}}.dump() + "\n");
+}
+
 struct CalibrateArgs {
-  std::string output, devices;
+  std::string output, devices, accumulate;
   int threads = 0, rounds = 1;
   bool quick = false;
 };
@@ -649,6 +710,7 @@ void run_calibrate(const CalibrateArgs& a) {
     }
     if (!main) return;
     progress->finish();
+    if (!a.accumulate.empty()) accumulate_best(m, a.accumulate);
     // Local devices share the threads; MPI ranks each run -t of their own.
     const int per_device = spec.kind == DevicesSpec::Kind::mpi ? threads : std::max(1, threads / devices);
     const nlohmann::json j = build_profile(m, s, devices, per_device, backend);
@@ -674,6 +736,9 @@ void add_sim_calibrate_command(CLI::App& sim) {
   cmd->add_option("--rounds", a->rounds, "measure everything this many times, keep the best of each (a busy machine)")
       ->capture_default_str()
       ->check(CLI::Range(1, 100));
+  cmd->add_option("--accumulate", a->accumulate,
+                  "keep the best of this run and the earlier runs recorded in FILE (raw measurements), and record it "
+                  "there: short runs minutes apart add up to many rounds");
   cmd->add_flag("--quick", a->quick, "small, short measurements (seconds; for tests, not for predictions)");
   cmd->add_option("--devices", a->devices,
                   "devices the profile describes: D in-process devices sharing the threads, or 'mpi' (one a rank, "

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "moge/core/error.h"
+#include "moge/kernels/matmul.h"
 
 namespace moge::sim {
 
@@ -57,8 +58,33 @@ OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64
   return c;
 }
 
+std::vector<int64_t> engine_matmul_rows(WeightType w, int64_t rows) {
+  switch (w) {
+    case WeightType::bf16: return {kernels::padded_row_count(rows)};  // the engine's own rule
+    case WeightType::f32: {
+      // kernels/matmul.cpp's for_each_piece: kExactUpTo = 64, kBucket = 32.
+      constexpr int64_t exact_up_to = 64, bucket = 32;
+      if (rows <= exact_up_to || rows % bucket == 0) return {rows};
+      return {rows - rows % bucket, rows % bucket};
+    }
+    default: return {rows};
+  }
+}
+
 OpCost matmul_cost(const HardwareProfile& p, WeightType w, int64_t rows, int64_t in, int64_t out) {
-  return grouped_matmul_cost(p, w, double(rows), 1.0, in, out);
+  if (!p.per_call || rows <= 0) return grouped_matmul_cost(p, w, double(rows), 1.0, in, out);
+  // moge's engine: each oneDNN execution a kernel of its own rows. Padded bf16 rows are real
+  // work (FLOPs, the bucket of the padded count), but only the `rows` real rows are converted to
+  // bf16 first, so the preparation is taken back off the padded count.
+  OpCost c;
+  int64_t executed = 0;
+  for (const int64_t r : engine_matmul_rows(w, rows)) {
+    const OpCost e = grouped_matmul_cost(p, w, double(r), 1.0, in, out);
+    c.flops += e.flops, c.bytes += e.bytes, c.seconds += e.seconds, c.memory_bound = e.memory_bound;
+    executed += r;
+  }
+  c.seconds -= double(executed - rows) * double(in) * p.activation_prep(compute_type_of(w));
+  return c;
 }
 
 OpCost grouped_matmul_cost(const HardwareProfile& p, WeightType w, double pairs, double experts, int64_t in,

@@ -36,8 +36,22 @@ struct OpCost {
 // The roofline of one kernel.
 OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes);
 
+// The row counts of the oneDNN executions moge's engine runs for one kernels::linear call of
+// `rows` rows on `w` weights (kernels/weight.cpp linear, kernels/matmul.h), in the order run:
+//   bf16 (served weights, Rows::padded): one execution of kernels::padded_row_count(rows) rows,
+//     the count itself up to 48, above it rounded UP to a multiple of 16 that oneDNN blocks well
+//     (the padding rows are computed like the others);
+//   f32 (Rows::bucketed): up to 64 rows exactly; above, a multiple of 32 and a tail below 32, two
+//     executions when the count is not a multiple of 32 (oneDNN reads and packs the weight in each);
+//   int8, int4 (moge's own kernels): exactly `rows`, one call.
+// `moge sim calibrate` counts a measured call's FLOPs and bytes over the same executions.
+std::vector<int64_t> engine_matmul_rows(WeightType w, int64_t rows);
+
 // y[rows, out] = x[rows, in] · Wᵀ: a GEMV when rows ≤ profile.gemv_max_rows, else a GEMM.
 // FLOPs 2·rows·in·out; bytes in·out·weight_bytes + (rows·in + rows·out)·activation_bytes.
+// On a per_call profile (moge's CPU engine), the call is the executions of engine_matmul_rows,
+// each costed as a kernel of its rows (its bucket, its fixed cost, the weight read again); the
+// activation preparation stays on the `rows` real rows (matmul.cpp converts only those).
 OpCost matmul_cost(const HardwareProfile& p, WeightType w, int64_t rows, int64_t in, int64_t out);
 
 // A grouped matmul over `experts` experts sharing `pairs` rows (token-expert pairs): FLOPs

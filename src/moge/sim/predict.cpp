@@ -69,33 +69,76 @@ OpCost attention_core(const HardwareProfile& hw, const Shard& sh, const StepShap
     return roofline(hw, KernelClass::attention, ComputeType::bf16, s.q_len, flops, bytes);
   }
   const double flops = 4.0 * s.attn_seqs * sh.heads * sh.head_dim * context;
-  const double bytes = qo + double(s.attn_seqs) * context * kv_elems * kv_bytes + double(s.attn_seqs) * kv_elems * ab;
+  // K and V as the kernel reads them. moge's CPU kernel (kernels/attention.cpp, attend_row) walks
+  // the cached rows once per QUERY head: a group's K and V are read `heads / kv_heads` times (the
+  // repeats from cache, at the same cost a row: the time per query head, key and dimension was
+  // 0.31-0.34 ns at 4 heads of 32 in groups of 2 and at 16 heads of 128 in groups of 4, both
+  // contexts 528-2048), so the bytes scale with the query heads, and calibrate counts its
+  // measurement so. A fused kernel reads each KV head once.
+  const double read_heads = hw.per_call ? double(sh.heads) : double(sh.kv_heads);
+  const double bytes = qo + double(s.attn_seqs) * context * 2.0 * read_heads * sh.head_dim * kv_bytes +
+                       double(s.attn_seqs) * kv_elems * ab;
   return roofline(hw, KernelClass::attention, ComputeType::bf16, 1, flops, bytes);
 }
 
-// A memory-bound element-wise kernel moving `bytes` (read and written): the default memory
-// efficiency, and the kernel's fixed cost.
-double elementwise_seconds(const HardwareProfile& hw, double bytes) {
-  return bytes / (hw.memory_bandwidth_bytes_s * hw.default_efficiency.memory) + hw.kernel_overhead_s;
+// A memory-bound element-wise kernel moving `bytes` (read and written), at the default memory
+// efficiency, plus a fixed cost when it `forks` a thread team (kernel_overhead_s: the team's
+// fork/join, which calibrate measures as an empty OpenMP parallel region). On a device that
+// launches every kernel (the fused-kernel profiles), every kernel pays it, as its launch.
+double elementwise_seconds(const HardwareProfile& hw, double bytes, bool forks = true) {
+  return bytes / (hw.memory_bandwidth_bytes_s * hw.default_efficiency.memory) + (forks ? hw.kernel_overhead_s : 0);
 }
 
-// The element-wise kernels of one layer on the busiest device (decoder.cpp's order): RMSNorm,
-// RoPE on Q and K, the residual add, RMSNorm again on the attention tokens; the router's softmax
-// and top-k over all tokens; rows permuted to experts, SwiGLU over the expert and shared
+// The sizes above which moge's element-wise kernels run a thread team (OpenMP `if` clauses);
+// at or below them the calling thread runs the loop alone, and no fork/join is paid. A decode
+// step of a small model is mostly below them.
+constexpr double kRmsnormTeam = 16384;  // kernels/rmsnorm.cpp: rows · cols > 16384
+constexpr double kSwigluTeam = 16384;   // kernels/swiglu.cpp: n > 16384
+constexpr double kSoftmaxTeam = 4096;   // kernels/softmax.cpp: rows · cols > 4096
+constexpr double kBiasTeam = 65536;     // model/linear.cpp: the bias add, rows · out > 65536
+
+// The element-wise kernels of one layer on the busiest device (decoder order): RMSNorm, RoPE on
+// Q and K, the residual add, RMSNorm again on the attention tokens; the router's softmax and
+// top-k over all tokens; rows permuted to experts, SwiGLU over the expert and shared
 // intermediates, rows combined back, the residual add. Bytes: what each reads and writes.
+// `swiglu_teams`: moge only, the expected number of routed experts whose SwiGLU (rows · width
+// elements) runs a thread team (moe_matmuls).
 double elementwise_layer(const HardwareProfile& hw, const Shard& sh, const StepShape& s, double pairs,
-                         int64_t num_experts) {
+                         int64_t num_experts, double swiglu_teams) {
   const double ab = hw.activation_bytes, ta = double(s.attn_tokens), t = double(s.tokens);
-  return elementwise_seconds(hw, 2 * ta * sh.d * ab) +                                     // input RMSNorm
-         elementwise_seconds(hw, 2 * ta * (sh.heads + sh.kv_heads) * sh.head_dim * ab) +  // RoPE
-         elementwise_seconds(hw, 3 * ta * sh.d * ab) +                                     // h = x + attention
-         elementwise_seconds(hw, 2 * ta * sh.d * ab) +                                     // post RMSNorm
-         elementwise_seconds(hw, 2 * t * num_experts * ab) +                               // softmax, top-k
-         elementwise_seconds(hw, 2 * pairs * sh.d * ab) +                                  // permute
-         elementwise_seconds(hw, 3 * pairs * sh.expert_ff * ab) +                          // SwiGLU, experts
-         (sh.shared_ff > 0 ? elementwise_seconds(hw, 3 * double(s.shared_tokens) * sh.shared_ff * ab) : 0) +
-         elementwise_seconds(hw, (pairs + t) * sh.d * ab) +                                // combine
-         elementwise_seconds(hw, 3 * t * sh.d * ab);                                       // y = h + moe
+  const double ts = double(s.shared_tokens), q = double(sh.heads * sh.head_dim), kv = double(sh.kv_heads * sh.head_dim);
+  if (!hw.per_call)
+    return elementwise_seconds(hw, 2 * ta * sh.d * ab) +                                     // input RMSNorm
+           elementwise_seconds(hw, 2 * ta * (sh.heads + sh.kv_heads) * sh.head_dim * ab) +  // RoPE
+           elementwise_seconds(hw, 3 * ta * sh.d * ab) +                                     // h = x + attention
+           elementwise_seconds(hw, 2 * ta * sh.d * ab) +                                     // post RMSNorm
+           elementwise_seconds(hw, 2 * t * num_experts * ab) +                               // softmax, top-k
+           elementwise_seconds(hw, 2 * pairs * sh.d * ab) +                                  // permute
+           elementwise_seconds(hw, 3 * pairs * sh.expert_ff * ab) +                          // SwiGLU, experts
+           (sh.shared_ff > 0 ? elementwise_seconds(hw, 3 * ts * sh.shared_ff * ab) : 0) +
+           elementwise_seconds(hw, (pairs + t) * sh.d * ab) +                                // combine
+           elementwise_seconds(hw, 3 * t * sh.d * ab);                                       // y = h + moe
+  // moge's CPU engine (model/model.cpp Model::forward, moe/layer.cpp MoeLayer::forward), each
+  // kernel with its own rule for running a thread team:
+  const double d = double(sh.d), n = double(num_experts), k = double(sh.top_k);
+  return 2 * elementwise_seconds(hw, 2 * ta * d * ab, ta * d > kRmsnormTeam) +  // input and post RMSNorm
+         // the bias adds after q, k, v and o (Linear::forward)
+         elementwise_seconds(hw, 2 * ta * q * ab, ta * q > kBiasTeam) +
+         2 * elementwise_seconds(hw, 2 * ta * kv * ab, ta * kv > kBiasTeam) +
+         elementwise_seconds(hw, 2 * ta * d * ab, ta * d > kBiasTeam) +
+         // RoPE on Q and on K, two calls (kernels/rope.cpp: a team when tokens > 1)
+         elementwise_seconds(hw, 2 * ta * q * ab, ta > 1) + elementwise_seconds(hw, 2 * ta * kv * ab, ta > 1) +
+         // the two residual adds: plain loops on the calling thread (Model::forward)
+         elementwise_seconds(hw, 3 * ta * d * ab, false) + elementwise_seconds(hw, 3 * t * d * ab, false) +
+         // the router's softmax, then route_probs (top-k, weights: always a team, moe/router.cpp)
+         elementwise_seconds(hw, 2 * t * n * ab, t * n > kSoftmaxTeam) +
+         elementwise_seconds(hw, (t * n + 2 * t * k) * ab, true) +
+         // gather_rows and combine_rows: always a team (moe/dispatch.cpp)
+         elementwise_seconds(hw, 2 * pairs * d * ab, true) + elementwise_seconds(hw, (pairs + t) * d * ab, true) +
+         // SwiGLU: the bytes of every routed expert's, a team for those past the threshold; the
+         // shared expert's
+         elementwise_seconds(hw, 3 * pairs * sh.expert_ff * ab, false) + swiglu_teams * hw.kernel_overhead_s +
+         (sh.shared_ff > 0 ? elementwise_seconds(hw, 3 * ts * sh.shared_ff * ab, ts * sh.shared_ff > kSwigluTeam) : 0);
 }
 
 // The attention projections of `tokens` rows: fused QKV and O, or q, k, v and o as four calls
@@ -111,6 +154,9 @@ double projections(const HardwareProfile& hw, WeightType w, const Shard& sh, int
 // of `tokens` tokens over its experts) and its shard of the shared expert (shared_tokens rows).
 struct MoeTime {
   double experts = 0, shared = 0;
+  // moge: the expected number of the device's routed experts whose SwiGLU runs a thread team
+  // (more than kSwigluTeam elements: rows · width).
+  double swiglu_teams = 0;
 };
 
 // One expert's rows when `tokens` tokens each pick it with probability p (uniform routing):
@@ -155,6 +201,7 @@ MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, co
   double grouped_pairs = 0, grouped_experts = 0;
   for (const auto& [rows, prob] : rows_distribution(tokens, p)) {
     if (rows == 0) continue;
+    if (double(rows) * double(f) > kSwigluTeam) t.swiglu_teams += experts * prob;
     if (rows <= group) {
       grouped_pairs += experts * prob * double(rows), grouped_experts += experts * prob;
     } else {
@@ -210,9 +257,12 @@ StepPrediction predict_step(const model::ModelConfig& c, const HardwareProfile& 
   for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
     const ExpertLoad l = load.layer(layer, s.tokens);
     const MoeTime moe = moe_matmuls(hw, w.weights, sh, l, s.tokens, double(s.shared_tokens), D == 1);
-    const double experts = router + moe.experts + l.experts_touched * hw.kernels_per_expert * hw.kernel_overhead_s;
+    // The kernels a device runs per touched expert (kernels_per_expert), each paying the kernel
+    // overhead; moge's one (SwiGLU) is in elementwise_layer, with the team only where it forks.
+    const double per_expert = hw.per_call ? 0 : l.experts_touched * hw.kernels_per_expert * hw.kernel_overhead_s;
+    const double experts = router + moe.experts + per_expert;
     const double shared = moe.shared;
-    out.time.elementwise += elementwise_layer(hw, sh, s, l.max_pairs, c.num_experts);
+    out.time.elementwise += elementwise_layer(hw, sh, s, l.max_pairs, c.num_experts, moe.swiglu_teams);
     out.time.attention += attention;
     out.time.experts += experts;
     out.time.shared += shared;
