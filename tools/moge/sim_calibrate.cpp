@@ -251,10 +251,11 @@ double time_attention(int64_t context, int64_t tokens, double target_s) {
 // Seconds of one empty OpenMP parallel region on the device's threads: the fork/join an
 // element-wise kernel pays past its threshold (its `#pragma omp parallel for ... if (...)`).
 double time_team(double target_s) {
-  static volatile int sink = 0;
   auto once = [] {
 #pragma omp parallel
-    sink = omp_get_thread_num();
+    {
+      asm volatile("" ::: "memory");  // an empty region, which the compiler must still open
+    }
   };
   once();
   return best_of_3(once, target_s);
@@ -389,7 +390,12 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
         sync(type + " " + name + " rows " + std::to_string(lo + 1) + ".." + std::to_string((*buckets)[b]));
         Cost sum, sum_small;
         for (int64_t rows : bucket_rows(lo, (*buckets)[b], format)) {
+          // Every shape starts on every device at once: without it the devices drift apart over a
+          // bucket, and the last one's best window is taken while the others wait in the next
+          // barrier, alone on cores (and this VM's one AMX unit) that a deployment shares.
+          if (comm) comm->barrier();
           sum += ring.time_linear(rows, s.target_s, 4);
+          if (comm) comm->barrier();
           sum_small += small.time_linear(rows, s.target_s / 4, 4);  // microseconds a call: quick
         }
         table->push_back(sum);
@@ -397,11 +403,20 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
       }
   }
   sync("attention");
+  auto together = [&] {
+    if (comm) comm->barrier();
+  };
   m.attn_decode = time_attention(s.attn_context, 1, s.target_s);
+  together();
   m.attn_prefill = time_attention(s.attn_prefill, s.attn_prefill, s.target_s);
+  together();
   m.elementwise = time_elementwise(s.ring_bytes / 4, s.target_s);
+  together();
   m.team = time_team(s.target_s / 4);
-  for (int i = 0; i < 2; ++i) m.elementwise_small[i] = time_elementwise(kSmallElementwise * 12 << i, s.target_s / 4);
+  for (int i = 0; i < 2; ++i) {
+    together();
+    m.elementwise_small[i] = time_elementwise(kSmallElementwise * 12 << i, s.target_s / 4);
+  }
   if (comm) {
     sync("collectives");
     measure_collectives(*comm, s, m);
