@@ -168,6 +168,11 @@ void MoeLayer::bind_master_weights() {
 
 bool MoeLayer::has_expert(int e) const { return experts_[size_t(e)].gate.out > 0; }
 
+void MoeLayer::require_expert(int e) const {
+  // The message is built only on failure: this runs for every expert of every call.
+  if (!has_expert(e)) throw Error("MoE: expert " + std::to_string(e) + " got tokens but is not held here");
+}
+
 void MoeLayer::route(const float* x, int64_t tokens, Routing& routing) const {
   router_forward(cfg_.router, x, tokens, cfg_.d_model, gate_, router_scale_, routing);
 }
@@ -180,7 +185,7 @@ void MoeLayer::expert_jobs(const float* xs, float* ye, MoeCache& c, int e_begin,
   for (int e = e_begin; e < e_end; ++e) {
     const int64_t r0 = c.dispatch.offsets[e] - base, count = c.dispatch.expert_rows(e);
     if (count == 0) continue;
-    moge::check(has_expert(e), "MoE: expert " + std::to_string(e) + " got tokens but is not held here");
+    require_expert(e);
     jobs.push_back({&experts_[e], count, f, xs + r0 * d, {g + r0 * f, u + r0 * f, h + r0 * f}, ye + r0 * d});
   }
 }
@@ -222,6 +227,12 @@ struct Unit {
   int64_t r0, rows;
 };
 
+// Every expert of the padded dispatch p that got rows, one unit each.
+void add_expert_units(const Dispatch& p, std::vector<Unit>& units) {
+  for (int e = 0; e + 1 < int(p.offsets.size()); ++e)
+    if (p.expert_rows(e) > 0) units.push_back({e, p.offsets[e], p.expert_rows(e)});
+}
+
 void sort_units(std::vector<Unit>& units) {
   std::stable_sort(units.begin(), units.end(), [](const Unit& a, const Unit& b) { return a.rows > b.rows; });
 }
@@ -229,7 +240,7 @@ void sort_units(std::vector<Unit>& units) {
 }  // namespace
 
 void MoeLayer::forward_padded(const float* x, int64_t tokens, float* y, MoeCache& c) const {
-  const int d = cfg_.d_model, n = cfg_.router.num_experts, f = cfg_.expert_ff, s = cfg_.shared_ff;
+  const int d = cfg_.d_model, f = cfg_.expert_ff, s = cfg_.shared_ff;
   c.padded = pad_dispatch(c.dispatch, kExpertRowAlign);
   c.padded_layout = true;
   const Dispatch& p = c.padded;
@@ -244,11 +255,8 @@ void MoeLayer::forward_padded(const float* x, int64_t tokens, float* y, MoeCache
 
   thread_local std::vector<Unit> units;
   units.clear();
-  for (int e = 0; e < n; ++e)
-    if (p.expert_rows(e) > 0) {
-      if (!has_expert(e)) throw Error("MoE: expert " + std::to_string(e) + " got tokens but is not held here");
-      units.push_back({e, p.offsets[e], p.expert_rows(e)});
-    }
+  add_expert_units(p, units);
+  for (const Unit& un : units) require_expert(un.expert);
   if (s > 0)
     for (int64_t r0 = 0; r0 < tokens; r0 += kSharedRowBlock) units.push_back({-1, r0, std::min(kSharedRowBlock, tokens - r0)});
   sort_units(units);
@@ -332,7 +340,7 @@ void MoeLayer::backward_router(const float* x, const Routing& routing, const flo
 
 void MoeLayer::backward_padded(const float* x, MoeCache& c, const float* dy, float aux_grad, float* dx,
                                MoeWeights& grads) const {
-  const int d = cfg_.d_model, n = cfg_.router.num_experts, f = cfg_.expert_ff;
+  const int d = cfg_.d_model, f = cfg_.expert_ff;
   const Dispatch& p = c.padded;
   const int64_t tokens = c.routing.tokens, rows = p.rows();
   backward_shared(x, tokens, c, dy, dx, grads);
@@ -343,8 +351,7 @@ void MoeLayer::backward_padded(const float* x, MoeCache& c, const float* dy, flo
 
   thread_local std::vector<Unit> units;
   units.clear();
-  for (int e = 0; e < n; ++e)
-    if (p.expert_rows(e) > 0) units.push_back({e, p.offsets[e], p.expert_rows(e)});
+  add_expert_units(p, units);
   sort_units(units);
   const Unit* list = units.data();  // thread_local: the team reads the master's through this
   const int64_t count = int64_t(units.size());

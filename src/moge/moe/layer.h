@@ -126,6 +126,8 @@ class MoeLayer {
   void backward_padded(const float* x, MoeCache& c, const float* dy, float aux_grad, float* dx,
                        MoeWeights& grads) const;
   void bind_master_weights();  // points the compute refs at w_ or its bf16 copies
+  // Throws Error naming expert e unless this layer holds it (it got tokens).
+  void require_expert(int e) const;
   // Appends the MLP jobs of the experts [e_begin, e_end) that got rows (see run_experts).
   void expert_jobs(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end, std::vector<MlpJob>& jobs) const;
   // The shared expert's job over x[tokens] into y, or y = 0 without one.
