@@ -157,7 +157,6 @@ const bf16* as_bf16(const MatRef& r, int64_t rows, int64_t cols, std::vector<bf1
   return scratch.data();
 }
 
-
 // A's m rows as a contiguous [padded_m, k] copy in `dtype` (bf16 rounds an f32 A), rows from m
 // on zero. A must not be transposed.
 const void* padded_rows(const MatRef& a, int64_t m, int64_t padded_m, int64_t k, DType dtype,
@@ -176,10 +175,11 @@ const void* padded_rows(const MatRef& a, int64_t m, int64_t padded_m, int64_t k,
 
 }  // namespace
 
-// Rows::padded: the least multiple of kPadTo from m up whose AMX row block is a fast one. oneDNN 2.6 takes as row block the largest divisor of m in [32, 64]; blocks of 53,
-// 58, 59, 61 and 62 rows are the slow ones (4.3-7.2 µs a row on average against 2.5-3.0 for every
-// other block, m = 96..600, n = 512, k = 1024, one thread), and multiples of 32 can have them too:
-// 928 = 16 · 58 and 992 = 16 · 62 ran at 5 µs a row, 1696 and 1888 at 8.5, their neighbours at 3.
+// Rows::padded: the least multiple of kPadTo from m up whose AMX row block is a fast one. oneDNN
+// 2.6 takes as row block the largest divisor of m in [32, 64]; blocks of 53, 58, 59, 61 and 62
+// rows are the slow ones (4.3-7.2 µs a row on average against 2.5-3.0 for every other block,
+// m = 96..600, n = 512, k = 1024, one thread), and multiples of 32 can have them too: 928 = 16 · 58
+// and 992 = 16 · 62 ran at 5 µs a row, 1696 and 1888 at 8.5, their neighbours at 3.
 int64_t padded_row_count(int64_t m) {
   if (m <= kPadAbove) return m;
   auto slow_block = [](int64_t rows) {

@@ -74,9 +74,10 @@ class ExpertParallelMoe : public model::MoeRunner {
   void reset_load();
   // With rounds > 0, devices take turns running their routed experts, so that each is timed
   // alone (what D devices with their own cores would measure, on a machine with fewer cores than
-  // devices), in `rounds` rounds, keeping each device's least time (a noisy machine's
-  // interference only adds time). Slower (rounds·D barriers a layer, experts run `rounds` times);
-  // for the expert time against perfect balance. 0: every device times its one run.
+  // devices), in `rounds` rounds; each expert keeps its least time (a noisy machine's
+  // interference only adds time) and a device's time is their sum. Slower (rounds·D barriers a
+  // layer, experts run `rounds` times); for the expert time against perfect balance. 0: every
+  // device times its one run.
   void set_isolated_expert_timing(int rounds) { isolate_rounds_ = rounds; }
 
  private:
