@@ -135,7 +135,7 @@ constexpr int64_t kPadAbove = 48, kPadTo = 16;
 // [0, d) as at most two pieces: calls fn(offset, size) for each.
 template <class Fn>
 void for_each_piece(int64_t d, Fn&& fn) {
-  const int64_t bulk = d > kExactUpTo ? d - d % kBucket : d;
+  const int64_t bulk = bucketed_bulk(d);
   fn(int64_t(0), bulk);
   if (bulk < d) fn(bulk, d - bulk);
 }
@@ -174,6 +174,8 @@ const void* padded_rows(const MatRef& a, int64_t m, int64_t padded_m, int64_t k,
 }
 
 }  // namespace
+
+int64_t bucketed_bulk(int64_t d) { return d > kExactUpTo ? d - d % kBucket : d; }
 
 // Rows::padded: the least multiple of kPadTo from m up whose AMX row block is a fast one. oneDNN
 // 2.6 takes as row block the largest divisor of m in [32, 64]; blocks of 53, 58, 59, 61 and 62

@@ -45,6 +45,10 @@ enum class Rows { bucketed, padded };
 void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc,
             bool accumulate = false, Rows rows = Rows::bucketed);
 
+// The first of the at most two executions a size d (m under Rows::bucketed, and k always) runs
+// as: d itself up to 64, else its largest multiple of 32; the rest, d - bulk, is the second.
+int64_t bucketed_bulk(int64_t d);
+
 // The rows Rows::padded runs m as (A not transposed): m itself up to 48, above it the least
 // multiple of 16 from m up that oneDNN does not block into slow row blocks (matmul.cpp).
 int64_t padded_row_count(int64_t m);

@@ -61,11 +61,10 @@ OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64
 std::vector<int64_t> engine_matmul_rows(WeightType w, int64_t rows) {
   switch (w) {
     case WeightType::bf16: return {kernels::padded_row_count(rows)};  // the engine's own rule
-    case WeightType::f32: {
-      // kernels/matmul.cpp's for_each_piece: kExactUpTo = 64, kBucket = 32.
-      constexpr int64_t exact_up_to = 64, bucket = 32;
-      if (rows <= exact_up_to || rows % bucket == 0) return {rows};
-      return {rows - rows % bucket, rows % bucket};
+    case WeightType::f32: {  // Rows::bucketed, the engine's own split
+      const int64_t bulk = kernels::bucketed_bulk(rows);
+      if (bulk == rows) return {rows};
+      return {bulk, rows - bulk};
     }
     default: return {rows};
   }
