@@ -25,13 +25,19 @@
 # --openblas-coretype default leaves OpenBLAS alone; NAME sets it. --torch-default-core adds a
 # column with torch on the core OpenBLAS picks by itself.
 #
+# --pairs N (default 1) measures each thread count N times, moge and torch alternated (moge first
+# in odd rounds, torch first in even ones), and reports every pair's ratio and the median ratio:
+# on a shared VM the same binary's tokens/s moves by +-25% between runs minutes apart, and a pair
+# run back to back sees mostly the same spell. With T > 1 torch's three thread settings run in the
+# first round only; later rounds use the setting that won it. The tok/s columns are then medians.
+#
 # The `others` column is the largest share of the machine's CPU time (wall x cores) that other
 # processes took during one of the row's runs; above 0.05 the row is flagged: rerun on an idle
 # machine (a training run or a build next to it halves either side).
 #
 # Usage: bench/train_vs_torch.sh [--moge BIN] [--config JSON] [--threads "1 2"] [--steps 30]
 #            [--skip 5] [--openblas-coretype auto|default|NAME] [--torch-default-core]
-#            [--torch-naive] [--json] [--keep DIR]
+#            [--torch-naive] [--pairs N] [--json] [--keep DIR]
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -45,6 +51,7 @@ DEFAULT_CORE=0
 NAIVE=0
 JSON=0
 KEEP=""
+PAIRS=1
 PY=/usr/bin/python3
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
@@ -58,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     --openblas-coretype) CORETYPE=$2; shift 2 ;;
     --torch-default-core) DEFAULT_CORE=1; shift ;;
     --torch-naive) NAIVE=1; shift ;;
+    --pairs) PAIRS=$2; shift 2 ;;
     --json) JSON=1; shift ;;
     --keep) KEEP=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -69,6 +77,7 @@ done
 [[ -f "$CONFIG" ]] || { echo "train_vs_torch.sh: $CONFIG: no such config" >&2; exit 1; }
 "$PY" -c "import torch, numpy" 2>/dev/null ||
   { echo "train_vs_torch.sh: $PY cannot import torch and numpy (apt-get install python3-torch)" >&2; exit 1; }
+[[ "$PAIRS" =~ ^[1-9][0-9]*$ ]] || { echo "train_vs_torch.sh: --pairs must be a positive integer" >&2; exit 2; }
 (( STEPS > SKIP + 2 )) || { echo "train_vs_torch.sh: --steps must exceed --skip by at least 3" >&2; exit 2; }
 MOGE=$(cd "$(dirname "$MOGE")" && pwd)/$(basename "$MOGE")
 CONFIG=$(cd "$(dirname "$CONFIG")" && pwd)/$(basename "$CONFIG")
@@ -173,8 +182,9 @@ run_torch() {  # threads, coretype ("" = OpenBLAS's choice), OpenBLAS threads, O
   [[ -n "$core" ]] && envs+=(OPENBLAS_CORETYPE="$core")
   [[ -n "$wait" ]] && envs+=(OMP_WAIT_POLICY="$wait")
   load=$("${envs[@]}" "${cmd[@]}" 2>> "$WORK/torch.log")
-  "$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); r["load"] = json.loads(sys.argv[2]); r["setting"] = sys.argv[3]; print(json.dumps(r))' \
-    "$(tail -1 "$WORK/torch.out")" "$load" "OpenBLAS $blas${wait:+, OMP $wait}"
+  "$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); r["load"] = json.loads(sys.argv[2]); r["setting"] = sys.argv[3]
+r["blas"], r["wait"] = int(sys.argv[4]), sys.argv[5]; print(json.dumps(r))' \
+    "$(tail -1 "$WORK/torch.out")" "$load" "OpenBLAS $blas${wait:+, OMP $wait}" "$blas" "$wait"
 }
 
 # Torch's threads: with T > 1, Debian's torch runs T OpenMP threads for its own ops and T OpenBLAS
@@ -196,13 +206,12 @@ best["all"] = {r["setting"]: r["tokens_per_s"] for r in runs}
 print(json.dumps(best))'
 }
 
-ROWS=()
-for t in $THREADS; do
-  say "threads $t: moge train ($STEPS steps) ..."
+run_moge() {  # threads -> {"tokens_per_s", "step_seconds", ..., "load"}
+  local t=$1 load summary
   rm -rf "$WORK/run-$t"
-  LOAD=$(OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t MKL_NUM_THREADS=$t "$PY" "$WORK/measure.py" "$WORK/moge-$t.out" -- \
+  load=$(OMP_NUM_THREADS=$t OPENBLAS_NUM_THREADS=$t MKL_NUM_THREADS=$t "$PY" "$WORK/measure.py" "$WORK/moge-$t.out" -- \
     "$MOGE" train --config "$WORK/config.json" --data "$WORK/data" -o "$WORK/run-$t" -q -t "$t")
-  MOGE_JSON=$("$PY" - "$WORK/run-$t/log.jsonl" "$SKIP" <<'EOF'
+  summary=$("$PY" - "$WORK/run-$t/log.jsonl" "$SKIP" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 steps = [r for r in rows if "tokens_per_s" in r and r["step"] > int(sys.argv[2])]
@@ -212,15 +221,66 @@ print(json.dumps({"tokens_per_s": round(statistics.median(tps), 1),
                   "timed_steps": len(steps), "loss_first": rows[0]["loss"], "loss_last": steps[-1]["loss"]}))
 EOF
 )
-  MOGE_JSON=$(with_load "$MOGE_JSON" "$LOAD")
-  say "threads $t: torch ($((STEPS - SKIP)) timed steps after $SKIP, OPENBLAS_CORETYPE=${TORCH_CORETYPE:-unset}) ..."
-  TORCH_JSON=$(torch_best "$t" "$TORCH_CORETYPE")
+  with_load "$summary" "$load"
+}
+
+# One round's torch run: the three settings (torch_best) in the first round, its winner's after.
+torch_round() {  # threads, the first round's torch JSON ("" in the first round)
+  local t=$1 first=$2 blas wait
+  if [[ -z "$first" ]]; then
+    torch_best "$t" "$TORCH_CORETYPE"
+    return
+  fi
+  blas=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["blas"])' "$first")
+  wait=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["wait"])' "$first")
+  run_torch "$t" "$TORCH_CORETYPE" "$blas" "$wait"
+}
+
+ROWS=()
+for t in $THREADS; do
+  MOGE_RUNS=() TORCH_RUNS=()
+  for round in $(seq 1 "$PAIRS"); do
+    tag="threads $t"
+    (( PAIRS > 1 )) && tag+=", round $round/$PAIRS"
+    # Odd rounds moge first, even rounds torch first: a drift of the machine's speed within a
+    # round then favours neither side over the rounds.
+    sides="moge torch"
+    (( round % 2 )) || sides="torch moge"
+    for side in $sides; do
+      if [[ $side == moge ]]; then
+        say "$tag: moge train ($STEPS steps) ..."
+        MOGE_RUNS+=("$(run_moge "$t")")
+      else
+        say "$tag: torch ($((STEPS - SKIP)) timed steps after $SKIP, OPENBLAS_CORETYPE=${TORCH_CORETYPE:-unset}) ..."
+        TORCH_RUNS+=("$(torch_round "$t" "${TORCH_RUNS[0]:-}")")
+      fi
+    done
+  done
   DEF_JSON=null
   if [[ $DEFAULT_CORE == 1 ]]; then
     say "threads $t: torch on OpenBLAS's own core ($DEFAULT_CORENAME) ..."
     DEF_JSON=$(torch_best "$t" "")
   fi
-  ROWS+=("{\"threads\": $t, \"moge\": $MOGE_JSON, \"torch\": $TORCH_JSON, \"torch_default_core\": $DEF_JSON}")
+  # The row: with one round, its two runs; with several, each side's median tok/s, every pair's
+  # ratio, and the median of those ratios as the row's ratio.
+  ROWS+=("$("$PY" - "$t" "$DEF_JSON" "${MOGE_RUNS[@]}" "${TORCH_RUNS[@]}" <<'EOF'
+import json, statistics, sys
+t, default = int(sys.argv[1]), json.loads(sys.argv[2])
+runs = [json.loads(a) for a in sys.argv[3:]]
+moge, torch = runs[:len(runs) // 2], runs[len(runs) // 2:]
+row = {"threads": t, "moge": moge[0], "torch": torch[0], "torch_default_core": default}
+if len(moge) > 1:
+    median = statistics.median
+    ratios = [m["tokens_per_s"] / q["tokens_per_s"] for m, q in zip(moge, torch)]
+    for side, runs in (("moge", moge), ("torch", torch)):
+        row[side] = dict(runs[0], tokens_per_s=round(median(r["tokens_per_s"] for r in runs), 1),
+                         load={"others": max(r["load"]["others"] for r in runs)})
+    row["pairs"] = [{"moge": m["tokens_per_s"], "torch": q["tokens_per_s"], "ratio": round(r, 3),
+                     "others": max(m["load"]["others"], q["load"]["others"])} for m, q, r in zip(moge, torch, ratios)]
+    row["ratio"] = round(median(ratios), 3)
+print(json.dumps(row))
+EOF
+)")
 done
 
 ROWS_JSON=$(IFS=,; echo "[${ROWS[*]}]")
@@ -232,7 +292,7 @@ info = {"config": "$CONFIG", "moge": "$MOGE", "steps": $STEPS, "skip": $SKIP, "c
         "cores": $CORES, "onednn_isa": "$ONEDNN_ISA", "openblas_default_core": "$DEFAULT_CORENAME",
         "torch_openblas_coretype": "${TORCH_CORETYPE}" or None, "env": "${OMP_ENV}".strip() or None}
 for r in rows:
-    r["ratio"] = round(r["moge"]["tokens_per_s"] / r["torch"]["tokens_per_s"], 3)
+    r.setdefault("ratio", round(r["moge"]["tokens_per_s"] / r["torch"]["tokens_per_s"], 3))
     if r["torch_default_core"]:
         r["ratio_default_core"] = round(r["moge"]["tokens_per_s"] / r["torch_default_core"]["tokens_per_s"], 3)
 if sys.argv[1] == "1":
@@ -272,6 +332,12 @@ print()
 for r in rows:
     if len(r["torch"]["all"]) > 1:
         print(f"torch at {r['threads']} threads, tok/s: " + ", ".join(f"{k}: {v:.0f}" for k, v in r["torch"]["all"].items()))
+for r in rows:
+    if "pairs" in r:
+        print(f"{r['threads']} thread(s), {len(r['pairs'])} pairs run alternately (moge / torch tok/s = ratio): "
+              + ", ".join(f"{p['moge']:.0f} / {p['torch']:.0f} = {p['ratio']:.2f}{' !' if p['others'] > 0.05 else ''}"
+                          for p in r["pairs"])
+              + f"; median ratio {r['ratio']:.2f} (the table's ratio; its tok/s are the medians of each side)")
 if flagged:
     print("! other processes took more than 5% of the machine during this row: rerun on an idle machine")
 EOF
