@@ -14,9 +14,11 @@
 # can be split into a few cases at a time (GAP=SECONDS waits between measurements), and the
 # table made at the end from every piece, with the predictions of the tree as it is then.
 #
-# Each case runs `moge bench -r REPS` (its best repetition) ROUNDS times, minutes apart, and keeps
-# the best pp and tg: on a shared VM whose bandwidth swings 12-31 GB/s, interference only slows a
-# run down (moge sim calibrate --rounds keeps its best measurements the same way).
+# Each case runs `moge bench -r REPS` (the best of its repetitions, seconds apart) ROUNDS times,
+# the cases taking turns so that a case's rounds fall in different minutes, and the table takes
+# the median of the rounds: on a shared VM whose bandwidth swings 12-31 GB/s from minute to
+# minute, the median says what a typical minute gives, and `moge sim calibrate` keeps the median
+# of its rounds (each measurement the best of its short windows) the same way.
 #
 # Models are generated into $SIM_VALIDATE_DIR (default /tmp/sim-validate; never committed):
 # models/tiny-moge as it is, docs/configs/sim-mid.json (0.3B) and docs/configs/bench-2g.json (1B).
@@ -115,34 +117,38 @@ done
 
 /usr/bin/python3 - "$rows" <<'PY'
 import json, sys
-# "read GB/s": what moge bench's bandwidth probe measured after the case (its best round), against
+# "read GB/s": what moge bench's bandwidth probe measured after the case (the median of its rounds), against
 # the profile's memory_bandwidth_gb_s: this VM's bandwidth drifts, and a case measured on a faster
 # or slower minute than the calibration is off by about that ratio (the two-device profiles give
 # one device's share, about half the probe's).
-print("| model | weights | devices | test | measured tok/s | predicted tok/s | error | read GB/s: bench / profile | predicted ms: attn / experts / shared / comm / lm_head / elementwise |")
-print("|---|---|---|---|---|---|---|---|---|")
-# The best of the rounds for each case (same prediction every round).
+print("| model | weights | devices | test | measured tok/s | rounds: spread | predicted tok/s | error | read GB/s: bench / profile | predicted ms: attn / experts / shared / comm / lm_head / elementwise |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+# The median of the rounds for each case (same prediction every round); spread: (max - min) / median.
+def median(v):
+    v = sorted(v)
+    return v[len(v) // 2] if len(v) % 2 else (v[len(v) // 2 - 1] + v[len(v) // 2]) / 2
 cases = {}
 for line in open(sys.argv[1]):
     name, dtype, p, n, devices, ndev, profile, m, pr = line.rstrip("\n").split("\t")
     key = (name, dtype, p, n, devices)
-    m = json.loads(m)
-    if key in cases:
-        for k in ("pp_tokens_per_s", "tg_tokens_per_s", "stream_read_gbs"):
-            m[k] = max(m[k], cases[key][5][k])
-    cases[key] = (name, dtype, p, n, devices, m, ndev, pr, profile)
+    if key not in cases:
+        cases[key] = (name, dtype, p, n, devices, [], ndev, pr, profile)
+    cases[key][5].append(json.loads(m))
 errors = []
-for name, dtype, p, n, devices, m, ndev, pr, profile in cases.values():
+for name, dtype, p, n, devices, runs, ndev, pr, profile in cases.values():
     pr = json.loads(pr)
     bw = json.load(open(profile))["device"]["memory_bandwidth_gb_s"]
+    read = median([r["stream_read_gbs"] for r in runs])
     for test, key, phase in ((f"pp{p}", "pp_tokens_per_s", "prefill"), (f"tg{n} @ {int(p) + int(n) // 2}", "tg_tokens_per_s", "decode")):
-        meas = m[key]
+        values = [r[key] for r in runs]
+        meas = median(values)
+        spread = (max(values) - min(values)) / meas * 100
         pred = pr[phase]["tokens_per_s_per_device"] * int(ndev)
         err = (pred - meas) / meas * 100
         errors.append(abs(err))
         ms = pr[phase]["ms"]
         parts = " / ".join(f"{ms[k]:.3g}" for k in ("attention", "experts", "shared_expert", "comm", "lm_head", "elementwise"))
-        print(f"| {name} | {dtype} | {devices} | {test} | {meas:.1f} | {pred:.1f} | {err:+.1f}% | {m['stream_read_gbs']:.1f} / {bw:.1f} | {parts} |")
+        print(f"| {name} | {dtype} | {devices} | {test} | {meas:.1f} | {len(values)}: {spread:.0f}% | {pred:.1f} | {err:+.1f}% | {read:.1f} / {bw:.1f} | {parts} |")
 within = sum(e <= 10 for e in errors)
 print(f"\n{within} of {len(errors)} within 10%; mean |error| {sum(errors) / len(errors):.1f}%, max {max(errors):.1f}%")
 PY

@@ -20,6 +20,24 @@ TEST(SimCost, LargeGemmIsComputeBound) {
   EXPECT_FALSE(c.memory_bound);
 }
 
+TEST(SimCost, SerialCostAddsTheArithmeticAndTheRead) {
+  // An attention kernel (the default efficiency: compute 0.5 of 100 TFLOP/s bf16, memory 0.8 of
+  // 1000 GB/s) of 1e9 FLOPs and 4e8 bytes: 1e9 / 50e12 = 20 us of arithmetic, 4e8 / 0.8e12 = 500 us
+  // of reads. The roofline takes the larger, 500 us; serial_cost the sum, 520 us.
+  const OpCost r = roofline(profile(), KernelClass::attention, ComputeType::bf16, 1, 1e9, 4e8);
+  const OpCost s = serial_cost(profile(), KernelClass::attention, ComputeType::bf16, 1, 1e9, 4e8);
+  EXPECT_NEAR(r.seconds, 500e-6, 1e-15);
+  EXPECT_NEAR(s.seconds, 520e-6, 1e-15);
+  EXPECT_TRUE(s.memory_bound);
+  EXPECT_DOUBLE_EQ(s.flops, 1e9);
+  EXPECT_DOUBLE_EQ(s.bytes, 4e8);
+  // A row's fixed cost is added once: an attention row with overhead_us 3 -> 523 us.
+  nlohmann::json j = test::sim_test_profile();
+  j["efficiency"]["attention"] = {{{"type", "bf16"}, {"compute", 0.5}, {"memory", 0.8}, {"overhead_us", 3}}};
+  const HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_NEAR(serial_cost(p, KernelClass::attention, ComputeType::bf16, 1, 1e9, 4e8).seconds, 523e-6, 1e-15);
+}
+
 TEST(SimCost, SmallGemmUsesItsBucketAndIsMemoryBound) {
   // 32 rows (> gemv_max_rows 16: a GEMM; ≤ 64: the bf16 bucket, compute 0.25, memory 0.5).
   // FLOPs 2·32·1024·1024 = 67108864 -> 67108864 / 25e12 = 2.684 us;

@@ -251,11 +251,13 @@ TEST(SimPredict, PerCallEngineForksTeamsOnlyPastEachKernelsThreshold) {
   EXPECT_NEAR(big.prefill.time.elementwise, 2 * (4 * 4616192 / 0.8e12 + 21e-6), 1e-14);
 }
 
-TEST(SimPredict, PerCallDecodeAttentionReadsTheCacheOncePerQueryHead) {
+TEST(SimPredict, PerCallDecodeAttentionAddsItsArithmeticToTheCachesColdRead) {
   // small_moge() decoding after prompts of 512 and 1024 (gen 2: contexts 513 and 1025), KV cache
-  // 2 bytes an element, the default efficiency (memory 0.8 of 1000 GB/s): 512 more cached
-  // positions. moge's kernel walks K and V once per query head: 512 · 2 · 4 heads · 32 · 2 =
-  // 262144 bytes more a layer; a fused kernel once per KV head: 512 · 2 · 2 · 32 · 2 = 131072.
+  // 2 bytes an element, the default efficiency (compute 0.5 of 100 TFLOP/s, memory 0.8 of 1000
+  // GB/s): 512 more cached positions a layer, 2 layers. Arithmetic: 4 · 4 query heads · 32 · 512 =
+  // 262144 FLOPs more a layer; the cache read once per KV head: 512 · 2 (K, V) · 2 KV heads · 32 ·
+  // 2 bytes = 131072 bytes more. moge's kernel (a per-call profile) adds the two: 262144 / 50e12 +
+  // 131072 / 0.8e12 a layer; a fused kernel takes the larger (the read): 131072 / 0.8e12.
   const model::ModelConfig c = small_moge();
   nlohmann::json j = test::sim_test_profile();
   const HardwareProfile fused = HardwareProfile::from_json_text(j.dump(), "t.json");
@@ -267,8 +269,19 @@ TEST(SimPredict, PerCallDecodeAttentionReadsTheCacheOncePerQueryHead) {
     w.prompt = prompt;
     return run(c, hw, "attn=dp1", w).decode.time.attention;
   };
-  EXPECT_NEAR(decode_attention(engine, 1024) - decode_attention(engine, 512), 2 * 262144 / 0.8e12, 1e-15);
+  EXPECT_NEAR(decode_attention(engine, 1024) - decode_attention(engine, 512), 2 * (262144 / 50e12 + 131072 / 0.8e12),
+              1e-15);
   EXPECT_NEAR(decode_attention(fused, 1024) - decode_attention(fused, 512), 2 * 131072 / 0.8e12, 1e-15);
+  // An attention row with per_position_ns 2 (a position's cost beyond its FLOPs, per query head):
+  // 4 query heads · 512 positions · 2 ns = 4.096 us more a layer, on the engine only.
+  j["efficiency"]["attention"] = {{{"type", "bf16"}, {"compute", 0.5}, {"memory", 0.8}, {"per_position_ns", 2}}};
+  const HardwareProfile engine2 = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_NEAR(decode_attention(engine2, 1024) - decode_attention(engine2, 512),
+              2 * (262144 / 50e12 + 131072 / 0.8e12 + 4 * 512 * 2e-9), 1e-15);
+  nlohmann::json f = test::sim_test_profile();
+  f["efficiency"]["attention"] = j["efficiency"]["attention"];
+  const HardwareProfile fused2 = HardwareProfile::from_json_text(f.dump(), "t.json");
+  EXPECT_NEAR(decode_attention(fused2, 1024) - decode_attention(fused2, 512), 2 * 131072 / 0.8e12, 1e-15);
 }
 
 TEST(SimPredict, WeightsThatFitTheCacheStreamAtItsBandwidth) {

@@ -53,6 +53,16 @@ TEST(SimProfile, EfficiencyLookupTakesTheFirstMatchingBucket) {
   EXPECT_EQ(p.efficiency(KernelClass::gemm, ComputeType::int8, 8).compute, 0.5);   // no int8 row
   EXPECT_EQ(p.efficiency(KernelClass::gemv, ComputeType::int8, 1).memory, 0.9);
   EXPECT_EQ(p.efficiency(KernelClass::attention, ComputeType::bf16, 1).memory, 0.8);
+  EXPECT_EQ(p.efficiency(KernelClass::attention, ComputeType::bf16, 1).per_position_s, 0.0);
+  // A row's per_position_ns (decode attention's cost a query head and position beyond its FLOPs).
+  json j = test::sim_test_profile();
+  j["efficiency"]["attention"] = {{{"type", "bf16"}, {"max_rows", 1}, {"compute", 0.1}, {"memory", 0.5},
+                                   {"per_position_ns", 4.5}}};
+  const HardwareProfile q = HardwareProfile::from_json_text(j.dump(), "t.json");
+  EXPECT_DOUBLE_EQ(q.efficiency(KernelClass::attention, ComputeType::bf16, 1).per_position_s, 4.5e-9);
+  EXPECT_EQ(q.efficiency(KernelClass::attention, ComputeType::bf16, 2).per_position_s, 0.0);  // default
+  j["efficiency"]["attention"][0]["per_position_ns"] = -1;
+  EXPECT_THROW(HardwareProfile::from_json_text(j.dump(), "t.json"), Error);
 }
 
 TEST(SimProfile, Int4HasItsOwnPeakAndRowsElseInt8s) {

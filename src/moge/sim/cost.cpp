@@ -58,6 +58,18 @@ OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64
   return c;
 }
 
+OpCost serial_cost(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes) {
+  const Efficiency e = p.efficiency(k, type, rows);
+  OpCost c;
+  c.flops = flops;
+  c.bytes = bytes;
+  const double t_compute = flops / (p.peak_flops(type) * e.compute);
+  const double t_memory = bytes / (p.memory_bandwidth_bytes_s * e.memory);
+  c.memory_bound = t_memory >= t_compute;
+  c.seconds = t_compute + t_memory + e.overhead_s;
+  return c;
+}
+
 std::vector<int64_t> engine_matmul_rows(WeightType w, int64_t rows) {
   switch (w) {
     case WeightType::bf16: return {kernels::padded_row_count(rows)};  // the engine's own rule

@@ -36,6 +36,15 @@ struct OpCost {
 // The roofline of one kernel.
 OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes);
 
+// A kernel whose reads from memory do not overlap its arithmetic: the two times added instead of
+// their maximum, t = FLOPs / (peak(type) · eff.compute) + bytes / (bandwidth · eff.memory) + the
+// fixed cost. moge's decode attention (kernels/attention.cpp attend_row): one thread a query
+// head walks its cached rows with a dot product, a softmax and an axpy; the first head of a KV
+// group reads the rows from memory, the others from the core's cache, and the step's other
+// kernels evict them again before the next step (measured on tiny-moge's shape at 528
+// positions: 23 us a call with the cache hot, 37-57 us with it cold).
+OpCost serial_cost(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes);
+
 // The row counts of the oneDNN executions moge's engine runs for one kernels::linear call of
 // `rows` rows on `w` weights (kernels/weight.cpp linear, kernels/matmul.h), in the order run:
 //   bf16 (served weights, Rows::padded): one execution of kernels::padded_row_count(rows) rows,

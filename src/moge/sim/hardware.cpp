@@ -104,6 +104,7 @@ class Reader {
       b.max_rows = r.has("max_rows") ? r.integer("max_rows", true, 0) : 0;
       b.efficiency = r.efficiency();
       if (r.has("overhead_us")) b.overhead_s = r.number("overhead_us", true, 0, true) * 1e-6;
+      if (r.has("per_position_ns")) b.efficiency.per_position_s = r.number("per_position_ns", true, 0, true) * 1e-9;
       out.push_back(b);
     }
     return out;

@@ -22,6 +22,10 @@ struct Efficiency {
   double compute = 1.0;
   double memory = 1.0;
   double overhead_s = 0;  // fixed seconds a call (the bucket's, else the device's kernel overhead)
+  // Decode attention on a per-call engine: seconds per query head and cached position beyond what
+  // its FLOPs cost (moge's attend_row: each position's dot product ends in a horizontal sum, and
+  // the softmax's exp; the same at any head width). A row's `per_position_ns`; 0 unless given.
+  double per_position_s = 0;
 };
 
 // One row of an efficiency table: applies to kernels of `type` whose row count (tokens, or

@@ -69,15 +69,22 @@ OpCost attention_core(const HardwareProfile& hw, const Shard& sh, const StepShap
     return roofline(hw, KernelClass::attention, ComputeType::bf16, s.q_len, flops, bytes);
   }
   const double flops = 4.0 * s.attn_seqs * sh.heads * sh.head_dim * context;
-  // K and V as the kernel reads them. moge's CPU kernel (kernels/attention.cpp, attend_row) walks
-  // the cached rows once per QUERY head: a group's K and V are read `heads / kv_heads` times (the
-  // repeats from cache, at the same cost a row: the time per query head, key and dimension was
-  // 0.31-0.34 ns at 4 heads of 32 in groups of 2 and at 16 heads of 128 in groups of 4, both
-  // contexts 528-2048), so the bytes scale with the query heads, and calibrate counts its
-  // measurement so. A fused kernel reads each KV head once.
-  const double read_heads = hw.per_call ? double(sh.heads) : double(sh.kv_heads);
-  const double bytes = qo + double(s.attn_seqs) * context * 2.0 * read_heads * sh.head_dim * kv_bytes +
-                       double(s.attn_seqs) * kv_elems * ab;
+  // K and V read once per KV head, the new token's written.
+  const double bytes = qo + double(s.attn_seqs) * context * kv_elems * kv_bytes + double(s.attn_seqs) * kv_elems * ab;
+  // moge's CPU kernel (kernels/attention.cpp, attend_row) walks the cached rows once per QUERY
+  // head, a thread a head: the arithmetic (dot, softmax, axpy per position) at the rate measured
+  // with the cache hot, plus the cache's first read, cold (the rest of the step evicted it), not
+  // overlapped with it: serial_cost. Calibrate measures the two terms apart (the same call on one
+  // cache and on a ring of copies) and counts them so. A fused kernel streams each KV head once,
+  // its arithmetic hidden under the read: the roofline.
+  // Each query head's positions also cost per_position_s beyond their FLOPs (the dot product's
+  // horizontal sum, the softmax's exp), which calibrate measures apart (two head widths).
+  if (hw.per_call) {
+    OpCost c = serial_cost(hw, KernelClass::attention, ComputeType::bf16, 1, flops, bytes);
+    c.seconds += hw.efficiency(KernelClass::attention, ComputeType::bf16, 1).per_position_s * double(s.attn_seqs) *
+                 double(sh.heads) * context;
+    return c;
+  }
   return roofline(hw, KernelClass::attention, ComputeType::bf16, 1, flops, bytes);
 }
 
