@@ -253,6 +253,7 @@ TEST(Matmul, PaddedRowCountsAvoidSlowRowBlocks) {
   EXPECT_EQ(padded_row_count(53), 64);
   EXPECT_EQ(padded_row_count(65), 80);     // blocks of 40
   EXPECT_EQ(padded_row_count(96), 96);
+  EXPECT_EQ(padded_row_count(360), 384);   // 368 = 8 · 46 passed over; 384 = 6 · 64
   EXPECT_EQ(padded_row_count(460), 480);   // 464 = 8 · 58 passed over; 480 = 8 · 60
   EXPECT_EQ(padded_row_count(477), 480);   // 477 = 9 · 53
   EXPECT_EQ(padded_row_count(920), 960);   // 928 = 16 · 58 and 944 = 16 · 59 passed over

@@ -118,6 +118,20 @@ TEST(PanguModel, Bf16ComputeKeepsTheGreedyContinuation) {
   EXPECT_LT(cost, 0.1);
 }
 
+// Experts copied into memory of their own (ExpertSlice::own_memory, what an expert-parallel
+// device loads) compute what the views of the mapped file do, bit for bit, against the same
+// PyTorch reference; the copy is on 2 MB-aligned memory.
+TEST(PanguModel, ExpertsInOwnMemoryMatchTheMappedOnes) {
+  auto tokens = read_ids(ref() + "/reference/tokens.npy");
+  const Model mapped = Model::load(ref() + "/bf16", kernels::WeightFormat::bf16);
+  const Model owned = Model::load(ref() + "/bf16", kernels::WeightFormat::bf16, {0, -1, /*own_memory=*/true});
+  const kernels::WeightRef& expert0 = owned.moe_layer(0).inference_weights().experts_gate.at(0).ref();
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(expert0.dense.data) % (uintptr_t(2) << 20), 0u);
+  const Tensor a = prefill_logits(mapped, tokens), b = prefill_logits(owned, tokens);
+  EXPECT_EQ(max_abs_diff(a, b), 0.0);
+  EXPECT_LT(max_abs_diff(b, read_npy_f32(ref() + "/reference/logits_bf16_compute.npy")), 5e-3);
+}
+
 // --- Quantized weights ------------------------------------------------------------------------
 using kernels::WeightFormat;
 

@@ -23,13 +23,21 @@ class AlignedBuffer {
     data_.reset(static_cast<std::byte*>(p));
   }
 
+  // `bytes` rounded up to 2 MB and aligned to it, on fresh pages (mmap: a reused heap block
+  // keeps the 4 KB pages it has) advised onto transparent huge pages (the kernel may still give
+  // 4 KB ones), zero-filled by the calling thread, which so places it.
+  static AlignedBuffer on_huge_pages(size_t bytes);
+
   std::byte* data() { return data_.get(); }
   const std::byte* data() const { return data_.get(); }
   size_t size() const { return size_; }
 
  private:
   struct Free {
-    void operator()(std::byte* p) const { std::free(p); }
+    Free() : mapped(0) {}  // (no member initializer: it would leave Free incomplete for unique_ptr)
+    explicit Free(size_t bytes) : mapped(bytes) {}
+    void operator()(std::byte* p) const;
+    size_t mapped;  // on_huge_pages: the bytes to unmap; 0: aligned_alloc's
   };
   std::unique_ptr<std::byte, Free> data_;
   size_t size_ = 0;

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include <dnnl.hpp>
@@ -100,22 +101,49 @@ Prepared primitive_for(const Key& key) {
   return c.order.front().second;
 }
 
+// A problem as one thread executes it: the primitive plus its memory objects and argument map,
+// built on the thread's first execution of the problem and pointed at each call's data after.
+// Building them every call (descriptors, allocations) cost ~2 µs an execution, against 30-50 µs
+// for an expert's GEMM in training, which runs ~1150 of them a step.
+struct Bound {
+  Prepared prim;
+  memory a, b, c, scratch;
+  std::unordered_map<int, memory> args;
+};
+// Problems a thread keeps bound; past this many it starts over (sizes vary little in a run).
+constexpr size_t kBoundCapacity = 1024;
+
 // One oneDNN execution of exactly this problem (dtypes already equal, k > 0).
 void run_primitive(int64_t m, int64_t n, int64_t k, const MatRef& a, const MatRef& b, float* c, int64_t ldc,
                    bool accumulate) {
   const int64_t max_runtime_rows = a.dtype == DType::f32 ? 8 : 1;
   const int64_t key_m = m <= max_runtime_rows ? kRuntimeRows : m;
-  Prepared prim = primitive_for({omp_get_max_threads(), a.dtype, a.trans, b.trans, accumulate, key_m, n, k, a.ld, b.ld, ldc});
-  auto dt = to_dnnl(a.dtype);
-  memory a_mem({{m, k}, dt, strides_of(a)}, engine(), const_cast<void*>(a.data));
-  memory b_mem({{k, n}, dt, strides_of(b)}, engine(), const_cast<void*>(b.data));
-  memory c_mem({{m, n}, memory::data_type::f32, {ldc, 1}}, engine(), c);
+  const Key key{omp_get_max_threads(), a.dtype, a.trans, b.trans, accumulate, key_m, n, k, a.ld, b.ld, ldc};
   thread_local dnnl::stream stream(engine());
   thread_local AlignedBuffer scratchpad;
-  if (prim.scratchpad.get_size() > scratchpad.size()) scratchpad = AlignedBuffer(prim.scratchpad.get_size());
-  memory scratch_mem(prim.scratchpad, engine(), scratchpad.data());
-  prim.primitive.execute(stream, {{DNNL_ARG_SRC, a_mem}, {DNNL_ARG_WEIGHTS, b_mem}, {DNNL_ARG_DST, c_mem},
-                        {DNNL_ARG_SCRATCHPAD, scratch_mem}});
+  // Bound by the exact m: a run-time-m primitive's memory objects still have this call's m.
+  thread_local std::map<Key, Bound> bound;
+  Key exact = key;
+  exact.m = m;
+  auto it = bound.find(exact);
+  if (it == bound.end()) {
+    if (bound.size() >= kBoundCapacity) bound.clear();
+    Bound x{primitive_for(key), {}, {}, {}, {}, {}};
+    const auto dt = to_dnnl(a.dtype);
+    x.a = memory({{m, k}, dt, strides_of(a)}, engine(), nullptr);
+    x.b = memory({{k, n}, dt, strides_of(b)}, engine(), nullptr);
+    x.c = memory({{m, n}, memory::data_type::f32, {ldc, 1}}, engine(), nullptr);
+    x.scratch = memory(x.prim.scratchpad, engine(), nullptr);
+    x.args = {{DNNL_ARG_SRC, x.a}, {DNNL_ARG_WEIGHTS, x.b}, {DNNL_ARG_DST, x.c}, {DNNL_ARG_SCRATCHPAD, x.scratch}};
+    it = bound.emplace(exact, std::move(x)).first;
+  }
+  Bound& x = it->second;
+  if (x.prim.scratchpad.get_size() > scratchpad.size()) scratchpad = AlignedBuffer(x.prim.scratchpad.get_size());
+  x.a.set_data_handle(const_cast<void*>(a.data));
+  x.b.set_data_handle(const_cast<void*>(b.data));
+  x.c.set_data_handle(c);
+  x.scratch.set_data_handle(scratchpad.data());
+  x.prim.primitive.execute(stream, x.args);
   stream.wait();
 }
 
@@ -181,12 +209,14 @@ int64_t bucketed_bulk(int64_t d) { return d > kExactUpTo ? d - d % kBucket : d; 
 // 2.6 takes as row block the largest divisor of m in [32, 64]; blocks of 53, 58, 59, 61 and 62
 // rows are the slow ones (4.3-7.2 µs a row on average against 2.5-3.0 for every other block,
 // m = 96..600, n = 512, k = 1024, one thread), and multiples of 32 can have them too: 928 = 16 · 58
-// and 992 = 16 · 62 ran at 5 µs a row, 1696 and 1888 at 8.5, their neighbours at 3.
+// and 992 = 16 · 62 ran at 5 µs a row, 1696 and 1888 at 8.5, their neighbours at 3. Blocks of 46
+// cost 1.2x: an expert's three products (d 1024, f 512) at 368 = 8 · 46 and 736 rows took 9.5 µs
+// a row against 7.3-8.3 at every other multiple of 16 from 96 to 1024 but the blocks above.
 int64_t padded_row_count(int64_t m) {
   if (m <= kPadAbove) return m;
   auto slow_block = [](int64_t rows) {
     for (int64_t b = 64; b >= 32; --b)
-      if (rows % b == 0) return b == 53 || b == 58 || b == 59 || b == 61 || b == 62;
+      if (rows % b == 0) return b == 46 || b == 53 || b == 58 || b == 59 || b == 61 || b == 62;
     return false;
   };
   int64_t rows = (m + kPadTo - 1) / kPadTo * kPadTo;

@@ -162,6 +162,32 @@ Linear load_linear(Loader& l, const std::string& name, int64_t out, int64_t in, 
   return lin;
 }
 
+// ExpertSlice::own_memory: copies one layer's f32/bf16 expert matrices into one buffer on 2 MB
+// pages, placed by this thread, and points the weights at it; quantized ones stay as they are.
+AlignedBuffer copy_experts_to_own_memory(moe::MoeInferenceWeights& w) {
+  auto stride = [](const Weight& x) {
+    return (x.bytes() + AlignedBuffer::kAlignment - 1) / AlignedBuffer::kAlignment * AlignedBuffer::kAlignment;
+  };
+  std::vector<Weight*> dense;
+  size_t total = 0;
+  for (std::vector<Weight>* list : {&w.experts_gate, &w.experts_up, &w.experts_down})
+    for (Weight& x : *list)
+      if (!x.empty() && (x.format() == WeightFormat::f32 || x.format() == WeightFormat::bf16)) {
+        dense.push_back(&x);
+        total += stride(x);
+      }
+  AlignedBuffer memory = AlignedBuffer::on_huge_pages(total);
+  std::byte* at = memory.data();
+  for (Weight* x : dense) {
+    const DType dtype = x->format() == WeightFormat::f32 ? DType::f32 : DType::bf16;
+    std::memcpy(at, x->ref().dense.data, x->bytes());
+    const size_t step = stride(*x);
+    *x = Weight::dense(Tensor::view(at, {x->out(), x->in()}, dtype));
+    at += step;
+  }
+  return memory;
+}
+
 }  // namespace
 
 Model::Model() = default;
@@ -216,6 +242,7 @@ Model Model::load(const std::string& dir, WeightFormat format, ExpertSlice exper
       w.experts_up.push_back(l.weight(e + "up_proj", f, d, format));
       w.experts_down.push_back(l.weight(e + "down_proj", d, f, format));
     }
+    if (experts.own_memory) m.expert_memory_.push_back(copy_experts_to_own_memory(w));
     if (s > 0) {
       w.shared_gate = l.weight(p + "mlp.shared_expert.gate_proj", s, d, format);
       w.shared_up = l.weight(p + "mlp.shared_expert.up_proj", s, d, format);

@@ -56,8 +56,13 @@ class MoeRunner {
 
 // The routed experts to load, [begin, end) in every layer (end < 0: all). The others are left
 // out (another device holds them); the rest of the model is loaded whole.
+// own_memory: f32/bf16 expert matrices are copied, a layer's into one buffer on 2 MB pages
+// placed by the loading thread, instead of viewing the mapped file: the memory of a device of
+// its own. A view's time depends on where the file's 4 KB pages fell (±10% an expert between
+// runs here, stable within one), which would read as one device having more work than another.
 struct ExpertSlice {
   int begin = 0, end = -1;
+  bool own_memory = false;
 };
 
 class Model {
@@ -98,6 +103,7 @@ class Model {
  private:
   ModelConfig cfg_;
   std::unique_ptr<Checkpoint> checkpoint_;  // mapped files the weight views point into
+  std::vector<AlignedBuffer> expert_memory_;  // ExpertSlice::own_memory: a layer's experts each
   Tensor embed_;       // [V, d] f32 or bf16 (rows converted on lookup)
   Tensor final_norm_;  // [d]
   Linear lm_head_;     // [V, d]

@@ -1,6 +1,8 @@
 #include "moge/parallel/expert_parallel.h"
 
+#include <sched.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +24,30 @@ double thread_cpu_seconds() {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
+
+// Pins the calling thread to one online CPU, chosen by `turn` modulo their number, for its
+// lifetime, then gives back the thread's former CPU set. Does nothing where the system refuses
+// (a cpuset without that CPU): the run is then timed wherever it lands.
+class PinnedToCpu {
+ public:
+  explicit PinnedToCpu(int turn) {
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1 || sched_getaffinity(0, sizeof(former_), &former_) != 0) return;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(int(turn % cpus), &one);
+    pinned_ = sched_setaffinity(0, sizeof(one), &one) == 0;
+  }
+  ~PinnedToCpu() {
+    if (pinned_) sched_setaffinity(0, sizeof(former_), &former_);
+  }
+  PinnedToCpu(const PinnedToCpu&) = delete;
+  PinnedToCpu& operator=(const PinnedToCpu&) = delete;
+
+ private:
+  cpu_set_t former_{};
+  bool pinned_ = false;
+};
 
 // y[t] += w · rows[pick(t·K + i)] over a token's entries in entry order: the order
 // MoeLayer::forward's combine_rows sums in.
@@ -146,6 +172,11 @@ void ExpertParallelMoe::run_own_experts(LayerLoad& load, const moe::MoeLayer& mo
     // time is their sum. Interference only adds time, and this VM's speed drifts by up to 2-3x in
     // spells of ~100 ms: an expert (a few ms) needs one quiet run in `rounds`, a whole device
     // (tens of ms) would need a quiet spell as long as all its experts.
+    // Every turn of a round runs on CPU (round mod CPUs), so all devices are timed on the same
+    // CPU in a round and every expert on every CPU over the rounds: one CPU can stay 1.5x slower
+    // than the other for seconds here (its host core busy with another guest's work), and left
+    // where the scheduler keeps it, a device's thread would read that CPU's slowness as the
+    // device's work. Only the device's own thread is pinned: exact for one thread a device.
     const int64_t base = dp.offsets[size_t(own.begin)];
     const int d = moe.config().d_model;
     std::vector<double> best(size_t(own.end - own.begin), 1e30);
@@ -153,6 +184,7 @@ void ExpertParallelMoe::run_own_experts(LayerLoad& load, const moe::MoeLayer& mo
       for (int turn = 0; turn < comm_.size(); ++turn) {
         comm_.barrier();
         if (turn != comm_.rank()) continue;
+        const PinnedToCpu pin(round);
         for (int e = own.begin; e < own.end; ++e) {
           if (dp.expert_rows(e) == 0) continue;
           const int64_t r0 = dp.offsets[size_t(e)] - base;
@@ -347,7 +379,8 @@ ExpertParallelModel::ExpertParallelModel(const std::string& dir, kernels::Weight
       placement_(cfg_.moe_config().router, comm.size()),
       model_((check_checkpoint_placement(dir, cfg_, placement_),
               model::Model::load(dir, format,
-                                 {placement_.experts(comm.rank()).begin, placement_.experts(comm.rank()).end}))),
+                                 {placement_.experts(comm.rank()).begin, placement_.experts(comm.rank()).end,
+                                  /*own_memory=*/true}))),
       runner_(comm, placement_, cfg_.num_hidden_layers,
               scheme ? *scheme : default_dispatch_scheme(cfg_.moe_config().router.mode)) {
   model_.set_moe_runner(&runner_);
