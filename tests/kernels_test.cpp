@@ -181,6 +181,31 @@ TEST(Matmul, EmptyReductionGivesZeroOrLeavesCWhenAccumulating) {
   }
 }
 
+// A thread binds a problem's memory objects once and points them at each call's data (matmul.cpp):
+// the same problem on new operands, and the same run-time-m primitive at several m, on several
+// threads at once, must each compute their own product.
+TEST(Matmul, RepeatedProblemOnNewOperandsAndThreads) {
+  const int64_t n = 23, k = 41;
+  for (int64_t m : {int64_t(5), int64_t(7), int64_t(96)}) {
+    SCOPED_TRACE(testing::Message() << "m = " << m);
+    const int calls = 8;
+    std::vector<Operand> as, bs;
+    std::vector<std::vector<float>> c0s;
+    for (int i = 0; i < calls; ++i) {
+      Rng rng(100 + uint64_t(i) + uint64_t(m));
+      as.emplace_back(m, k, false, DType::f32, 1, rng);
+      bs.emplace_back(k, n, true, DType::f32, 3, rng);
+      c0s.emplace_back(size_t(m * (n + 2)));
+      for (float& x : c0s.back()) x = rng.uniform(-1.0f, 1.0f);
+    }
+    std::vector<std::vector<float>> cs = c0s;
+    // Two threads, each running the problem on four sets of operands in turn.
+#pragma omp parallel for schedule(static, 1) num_threads(2)
+    for (int i = 0; i < calls; ++i) matmul(m, n, k, as[i].ref(), bs[i].ref(), cs[i].data(), n + 2, /*accumulate=*/true);
+    for (int i = 0; i < calls; ++i) expect_product(as[i], bs[i], c0s[i], cs[i], m, n, k, n + 2, true);
+  }
+}
+
 // matmul.h: primitives are created once per problem and cached. A repeated problem creates
 // none; a handful of rows (f32: up to 8, bf16: 1; see matmul.cpp) share one primitive whatever
 // m is, so decode steps with varying batch do not create primitives; and m or k above 64 are cut

@@ -144,6 +144,26 @@ struct Model {
   }
 };
 
+// step(lr, scale, zero_grads = true) is the update of step(lr, scale) (checked against torch
+// above), bit for bit, and leaves every gradient at 0.
+TEST(AdamW, ZeroingGradsInTheStepChangesNothingElse) {
+  const AdamWConfig config{.lr = 0.01};
+  Model a, b;
+  AdamW opt_a(config), opt_b(config);
+  a.attach(opt_a);
+  b.attach(opt_b);
+  for (int s = 0; s < 3; ++s) {
+    a.set_grads(s);
+    b.set_grads(s);
+    opt_a.step(0.01, 0.5f);
+    opt_b.step(0.01, 0.5f, /*zero_grads=*/true);
+    EXPECT_EQ(std::memcmp(a.w.data(), b.w.data(), a.w.size() * sizeof(float)), 0);
+    EXPECT_EQ(std::memcmp(a.norm.data(), b.norm.data(), a.norm.size() * sizeof(float)), 0);
+    EXPECT_EQ(b.w_grad, std::vector<float>(b.w_grad.size(), 0.0f));
+    EXPECT_EQ(b.norm_grad, std::vector<float>(b.norm_grad.size(), 0.0f));
+  }
+}
+
 TEST(AdamW, ResumeFromSavedStateIsBitwiseIdentical) {
   TempDir dir("resume");
   const std::string path = (dir.path / "optimizer.safetensors").string();

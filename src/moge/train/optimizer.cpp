@@ -34,11 +34,11 @@ AdamW::AdamW(const AdamWConfig& config) : config_(config) {
   check_finite_nonneg(config.weight_decay, "weight_decay");
 }
 
-void AdamW::add(std::string name, float* param, const float* grad, int64_t n, bool decay) {
+void AdamW::add(std::string name, float* param, float* grad, int64_t n, bool decay) {
   add_shard(std::move(name), param, grad, n, decay, 0, n);
 }
 
-void AdamW::add_shard(std::string name, float* param, const float* grad, int64_t n, bool decay, int64_t offset,
+void AdamW::add_shard(std::string name, float* param, float* grad, int64_t n, bool decay, int64_t offset,
                       int64_t total) {
   check(!name.empty(), "AdamW: parameter name must not be empty");
   for (const Param& p : params_) check(p.name != name, "AdamW: parameter " + name + " added twice");
@@ -51,7 +51,7 @@ void AdamW::add_shard(std::string name, float* param, const float* grad, int64_t
                      std::vector<float>(n, 0.0f)});
 }
 
-void AdamW::step(double lr, float grad_scale) {
+void AdamW::step(double lr, float grad_scale, bool zero_grads) {
   check(std::isfinite(lr) && lr >= 0, "AdamW: lr must be finite and >= 0, got " + std::to_string(lr));
   ++step_;
   const AdamWConfig& c = config_;
@@ -69,20 +69,22 @@ void AdamW::step(double lr, float grad_scale) {
 
   for (Param& prm : params_) {
     float* p = prm.data;
-    const float* g = prm.grad;
+    float* g = prm.grad;
     float* m = prm.exp_avg.data();
     float* v = prm.exp_avg_sq.data();
     // Without decay torch multiplies by exactly 1, which changes nothing: skip it.
     const bool decay = prm.decay && c.weight_decay != 0;
     const int64_t n = prm.n;
     // Vectorized (this file is compiled with -fno-math-errno, so std::sqrt is vsqrtps: the same
-    // correctly rounded result as the scalar sqrtss). One pass reads p, g, m, v and writes p, m, v.
+    // correctly rounded result as the scalar sqrtss). One pass reads p, g, m, v and writes p, m, v
+    // (and g, when zeroing it).
 #pragma omp parallel for simd schedule(static)
     for (int64_t i = 0; i < n; ++i) {
       float pi = p[i];
       if (decay) pi *= decay_mul;
       // The clipped gradient, g * scale rounded to f32 as clip_to_norm's in-place scaling does.
       const float gi = scaled ? g[i] * grad_scale : g[i];
+      if (zero_grads) g[i] = 0.0f;
       // Separate roundings in torch's order: mul_ then add_(alpha), mul_ then addcmul_.
       const float mi = m[i] * b1 + one_minus_b1 * gi;
       const float vi = v[i] * b2 + (one_minus_b2 * gi) * gi;

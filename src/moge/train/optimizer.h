@@ -43,12 +43,12 @@ class AdamW {
   // Registers param[0, n) with its gradient grad[0, n). decay = false for parameters that get no
   // weight decay (norm weights, biases, router_scale: the caller decides). Names must be unique and
   // non-empty; they name the state tensors. Moments start at zero.
-  void add(std::string name, float* param, const float* grad, int64_t n, bool decay);
+  void add(std::string name, float* param, float* grad, int64_t n, bool decay);
   // The same for a shard: param[0, n) is elements [offset, offset + n) of a parameter of `total`
   // elements that several optimizers (one a device, expert parallelism) update piecewise.
   // state_tensors() still gives this shard's n elements; load_state() reads the shard out of
   // the whole parameter's state (shape [total]).
-  void add_shard(std::string name, float* param, const float* grad, int64_t n, bool decay, int64_t offset,
+  void add_shard(std::string name, float* param, float* grad, int64_t n, bool decay, int64_t offset,
                  int64_t total);
 
   // One update of every registered parameter with learning rate lr (e.g. from an LrSchedule).
@@ -56,7 +56,9 @@ class AdamW {
   // element first (g * grad_scale rounded to f32, the gradients themselves left unchanged): the
   // coefficient of gradient clipping (clip_coefficient() in grad_clip.h) folded into the update,
   // bitwise what clip_to_norm() followed by step(lr) computes, in one pass over memory less.
-  void step(double lr, float grad_scale = 1.0f);
+  // zero_grads: the gradients are set to 0 once read, in the same pass (what a zero_grad() before
+  // the next step would do, without its own pass over them).
+  void step(double lr, float grad_scale = 1.0f, bool zero_grads = false);
   void step() { step(config_.lr); }
 
   int64_t step_count() const { return step_; }  // steps taken (torch's state['step'])
@@ -77,7 +79,7 @@ class AdamW {
   struct Param {
     std::string name;
     float* data;
-    const float* grad;
+    float* grad;
     int64_t n;
     bool decay;
     int64_t offset, total;  // the shard of the whole parameter (0, n when not sharded)

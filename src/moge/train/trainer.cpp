@@ -174,9 +174,11 @@ class Run {
     const int64_t end = o_.stop_after >= 0 ? std::min(tc_.steps, o_.stop_after) : tc_.steps;
     Progress progress("train", tc_.steps, "steps");
     double tokens_per_s = 0;
+    // The gradients start at zero; after that AdamW zeroes what it reads (step(..., zero_grads)).
+    // Under expert parallelism the other ranks' expert shards are never written here: zero too.
+    model_->zero_grad();
     for (int64_t step = step_; step < end; ++step) {
       const auto t0 = std::chrono::steady_clock::now();
-      model_->zero_grad();
       // Sums over this rank's micro-batches: ce, aux, IS, MaxVio, then expert counts.
       const int layers = model_cfg_.num_hidden_layers, n = model_cfg_.num_experts;
       std::vector<double> sums(4 + size_t(layers) * n, 0.0);
@@ -209,7 +211,8 @@ class Run {
       // Clipping is folded into the update (one pass over the gradients less).
       const float clip = tc_.grad_clip > 0 ? clip_coefficient(norm, tc_.grad_clip) : 1.0f;
       const double lr = schedule.at(step);
-      if (std::isfinite(norm)) optimizer_->step(lr, clip);
+      if (std::isfinite(norm)) optimizer_->step(lr, clip, /*zero_grads=*/true);
+      else model_->zero_grad();  // a skipped step
       const double seconds = seconds_since(t0);
       tokens_per_s = double(rows) * tc_.grad_accum / seconds;
       step_ = step + 1;
