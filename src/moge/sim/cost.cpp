@@ -46,7 +46,12 @@ double weight_bytes_per_element(WeightType t) {
   return 2;
 }
 
-OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes) {
+namespace {
+
+// An op's compute and memory times at the profile's efficiency for `rows`, plus its overhead:
+// overlapped (the larger of the two) or one after the other (their sum).
+OpCost timed(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes,
+             bool overlapped) {
   const Efficiency e = p.efficiency(k, type, rows);
   OpCost c;
   c.flops = flops;
@@ -54,20 +59,18 @@ OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64
   const double t_compute = flops / (p.peak_flops(type) * e.compute);
   const double t_memory = bytes / (p.memory_bandwidth_bytes_s * e.memory);
   c.memory_bound = t_memory >= t_compute;
-  c.seconds = std::max(t_compute, t_memory) + e.overhead_s;
+  c.seconds = (overlapped ? std::max(t_compute, t_memory) : t_compute + t_memory) + e.overhead_s;
   return c;
 }
 
+}  // namespace
+
+OpCost roofline(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes) {
+  return timed(p, k, type, rows, flops, bytes, /*overlapped=*/true);
+}
+
 OpCost serial_cost(const HardwareProfile& p, KernelClass k, ComputeType type, int64_t rows, double flops, double bytes) {
-  const Efficiency e = p.efficiency(k, type, rows);
-  OpCost c;
-  c.flops = flops;
-  c.bytes = bytes;
-  const double t_compute = flops / (p.peak_flops(type) * e.compute);
-  const double t_memory = bytes / (p.memory_bandwidth_bytes_s * e.memory);
-  c.memory_bound = t_memory >= t_compute;
-  c.seconds = t_compute + t_memory + e.overhead_s;
-  return c;
+  return timed(p, k, type, rows, flops, bytes, /*overlapped=*/false);
 }
 
 std::vector<int64_t> engine_matmul_rows(WeightType w, int64_t rows) {
