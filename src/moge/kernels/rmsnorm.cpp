@@ -23,7 +23,7 @@ constexpr int64_t kRowsPerChunk = 32;
 }  // namespace
 
 void rmsnorm_forward(const float* x, const float* weight, float* out, int64_t rows, int64_t cols, float eps) {
-#pragma omp parallel for schedule(static) if (rows * cols > 16384)
+#pragma omp parallel for schedule(static) if (rows * cols > kRmsnormTeamAbove)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     float* o = out + r * cols;
@@ -38,7 +38,7 @@ void rmsnorm_backward(const float* x, const float* weight, const float* dout, fl
                       int64_t rows, int64_t cols, float eps) {
   const int64_t chunks = (rows + kRowsPerChunk - 1) / kRowsPerChunk;
   std::vector<float> partial(size_t(chunks * cols), 0.0f);  // dweight of each chunk of rows
-#pragma omp parallel for schedule(static) if (rows * cols > 16384)
+#pragma omp parallel for schedule(static) if (rows * cols > kRmsnormTeamAbove)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     float* dw = partial.data() + chunk * cols;
     const int64_t end = std::min(rows, (chunk + 1) * kRowsPerChunk);
@@ -59,7 +59,7 @@ void rmsnorm_backward(const float* x, const float* weight, const float* dout, fl
     }
   }
   // Chunks in order, each column on its own: no two threads touch one element.
-#pragma omp parallel for schedule(static) if (chunks * cols > 16384)
+#pragma omp parallel for schedule(static) if (chunks * cols > kRmsnormTeamAbove)
   for (int64_t c = 0; c < cols; ++c) {
     float sum = 0.0f;
     for (int64_t chunk = 0; chunk < chunks; ++chunk) sum += partial[size_t(chunk * cols + c)];

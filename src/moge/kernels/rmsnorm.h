@@ -4,6 +4,10 @@
 
 namespace moge::kernels {
 
+// Calls over more elements than this (rows · cols) run a thread team; smaller ones the calling
+// thread alone (no fork/join). sim/predict.cpp costs the team by the same rule.
+constexpr int64_t kRmsnormTeamAbove = 16384;
+
 void rmsnorm_forward(const float* x, const float* weight, float* out, int64_t rows, int64_t cols, float eps);
 
 // The gradients of rmsnorm_forward given dout = dL/dout [rows, cols]:

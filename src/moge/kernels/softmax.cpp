@@ -6,7 +6,7 @@
 namespace moge::kernels {
 
 void softmax_forward(const float* x, float* p, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static) if (rows * cols > 4096)
+#pragma omp parallel for schedule(static) if (rows * cols > kSoftmaxTeamAbove)
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     float* pr = p + r * cols;
@@ -19,7 +19,7 @@ void softmax_forward(const float* x, float* p, int64_t rows, int64_t cols) {
 }
 
 void softmax_backward(const float* p, const float* dp, float* dx, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static) if (rows * cols > 4096)
+#pragma omp parallel for schedule(static) if (rows * cols > kSoftmaxTeamAbove)
   for (int64_t r = 0; r < rows; ++r) {
     const float* pr = p + r * cols;
     const float* dpr = dp + r * cols;

@@ -4,6 +4,10 @@
 
 namespace moge::kernels {
 
+// Calls over more elements than this (rows · cols) run a thread team; smaller ones the calling
+// thread alone (no fork/join). sim/predict.cpp costs the team by the same rule.
+constexpr int64_t kSoftmaxTeamAbove = 4096;
+
 // p[r, :] = softmax(x[r, :]). In place is allowed (p == x).
 void softmax_forward(const float* x, float* p, int64_t rows, int64_t cols);
 

@@ -16,7 +16,7 @@ constexpr int64_t kChunk = 1024;
 template <class Fn>
 void for_each_chunk(const float* g, int64_t n, Fn&& fn) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
-#pragma omp parallel for schedule(static) if (n > 16384)
+#pragma omp parallel for schedule(static) if (n > kSwigluTeamAbove)
   for (int64_t c = 0; c < chunks; ++c) {
     float e[kChunk];
     const int64_t i0 = c * kChunk, len = std::min(kChunk, n - i0);

@@ -8,6 +8,10 @@
 
 namespace moge::model {
 
+// The bias add of calls over more elements than this (rows · out) runs a thread team; smaller
+// ones the calling thread alone. sim/predict.cpp costs the team by the same rule.
+constexpr int64_t kBiasTeamAbove = 65536;
+
 struct Linear {
   kernels::Weight weight;  // [out, in]
   Tensor bias;             // [out] f32, or empty

@@ -7,6 +7,10 @@
 #include <vector>
 
 #include "moge/core/error.h"
+#include "moge/kernels/rmsnorm.h"
+#include "moge/kernels/softmax.h"
+#include "moge/kernels/swiglu.h"
+#include "moge/model/linear.h"
 
 namespace moge::sim {
 namespace {
@@ -96,13 +100,13 @@ double elementwise_seconds(const HardwareProfile& hw, double bytes, bool forks =
   return bytes / (hw.memory_bandwidth_bytes_s * hw.default_efficiency.memory) + (forks ? hw.kernel_overhead_s : 0);
 }
 
-// The sizes above which moge's element-wise kernels run a thread team (OpenMP `if` clauses);
-// at or below them the calling thread runs the loop alone, and no fork/join is paid. A decode
-// step of a small model is mostly below them.
-constexpr double kRmsnormTeam = 16384;  // kernels/rmsnorm.cpp: rows · cols > 16384
-constexpr double kSwigluTeam = 16384;   // kernels/swiglu.cpp: n > 16384
-constexpr double kSoftmaxTeam = 4096;   // kernels/softmax.cpp: rows · cols > 4096
-constexpr double kBiasTeam = 65536;     // model/linear.cpp: the bias add, rows · out > 65536
+// The sizes above which moge's element-wise kernels run a thread team (their OpenMP `if`
+// clauses, the engine's own constants); at or below them the calling thread runs the loop alone,
+// and no fork/join is paid. A decode step of a small model is mostly below them.
+constexpr double kRmsnormTeam = double(kernels::kRmsnormTeamAbove);
+constexpr double kSwigluTeam = double(kernels::kSwigluTeamAbove);
+constexpr double kSoftmaxTeam = double(kernels::kSoftmaxTeamAbove);
+constexpr double kBiasTeam = double(model::kBiasTeamAbove);
 
 // The element-wise kernels of one layer on the busiest device (decoder order): RMSNorm, RoPE on
 // Q and K, the residual add, RMSNorm again on the attention tokens; the router's softmax and
