@@ -38,8 +38,8 @@ struct MatRef {
 // slower than 64); multiples of 16 nearly always block well. Time is then near linear in m, which
 // expert-parallel balance needs (equal pairs on two devices cost equal time however they fall on
 // experts), at most 15 rows are wasted (a few more where a multiple of 16 blocks badly), and one
-// primitive serves 16 row counts. A transposed A
-// runs one exact execution instead (no padded rows to copy into).
+// primitive serves 16 row counts. A transposed A runs one exact execution instead (no padded rows
+// to copy into).
 enum class Rows { bucketed, padded };
 
 void matmul(int64_t m, int64_t n, int64_t k, MatRef a, MatRef b, float* c, int64_t ldc,

@@ -42,8 +42,8 @@ MOGE_AVX512 inline void block(int64_t k, const float* a, int64_t a_row, int64_t 
     for (int64_t p = 0; p < k; ++p) {
       const __m512 b0 = _mm512_maskz_loadu_ps(m0, b + p * ldb);
       const float* ap = a + p * a_col;
-    #pragma GCC unroll 8
-  for (int r = 0; r < ROWS; ++r) acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(ap[r * a_row]), b0, acc0[r]);
+#pragma GCC unroll 8
+      for (int r = 0; r < ROWS; ++r) acc0[r] = _mm512_fmadd_ps(_mm512_set1_ps(ap[r * a_row]), b0, acc0[r]);
     }
   }
 #pragma GCC unroll 8
