@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `moge sim calibrate --quick` measures this machine into a profile that `moge sim predict` loads
 # (a finite, positive prediction for models/tiny-moge), whose sources name the calibration and
-# this CPU; --accumulate keeps the best across runs; an output path that cannot be written ends
+# this CPU; --accumulate takes the median across runs; an output path that cannot be written ends
 # with one error line naming it.
 set -euo pipefail
 moge=$1

@@ -16,8 +16,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <filesystem>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -33,6 +33,7 @@
 #include "moge/core/rng.h"
 #include "moge/core/tensor.h"
 #include "moge/kernels/attention.h"
+#include "moge/kernels/matmul.h"
 #include "moge/kernels/membw.h"
 #include "moge/kernels/swiglu.h"
 #include "moge/kernels/weight.h"
@@ -90,14 +91,17 @@ struct Settings {
 // on it (up to 64 rows it runs the exact count, whose divisors set its row blocking), so one
 // aligned count would flatter the bucket; above 48, bf16 runs the count padded
 // (kernels::padded_row_count: its A and C copied through scratch), which unaligned counts
-// measure too. f32 runs an
-// unaligned count above 64 as two executions, a multiple of 32 and a tail, which the cost model
-// charges as two kernels of their own buckets (sim::engine_matmul_rows): so f32 measures the
-// multiples of 32 only above 64, each one execution of the bucket it describes.
+// measure too. f32 runs an unaligned count above 64 as two executions, a multiple of 32 and a
+// tail, which the cost model charges as two kernels of their own buckets
+// (sim::engine_matmul_rows): so f32 measures only counts the engine runs as one execution (the
+// next one up, kernels::bucketed_bulk), each one execution of the bucket it describes.
 std::vector<int64_t> bucket_rows(int64_t lo, int64_t hi, WeightFormat format) {
   std::vector<int64_t> rows;
   auto add = [&](int64_t r) {
-    if (format == WeightFormat::f32 && r > 64) r = std::min((r + 31) / 32 * 32, hi);
+    if (format == WeightFormat::f32) {
+      while (kernels::bucketed_bulk(r) != r) ++r;
+      r = std::min(r, hi);
+    }
     if (r > lo && (rows.empty() || r > rows.back())) rows.push_back(r);
   };
   for (int k = 1; k <= 3; ++k) add(lo + (hi - lo) * k / 3);
@@ -182,9 +186,9 @@ class WeightRing {
     c.calls = 1;
     c.seconds = best_of_3([&] { kernels::linear(rows, x.data(), slots_[next++ % slots_.size()].ref(), y.data()); },
                             target_s);
-    // FLOPs and bytes over the executions the engine runs (sim::engine_matmul_rows: bf16 above 64
-    // rows computes the count rounded up to 32), as the cost model counts them; the preparation
-    // on the real rows.
+    // FLOPs and bytes over the executions the engine runs (sim::engine_matmul_rows: bf16 above 48
+    // rows computes kernels::padded_row_count's rows), as the cost model counts them; the
+    // preparation on the real rows.
     for (size_t i = 0; i < 3; ++i) {
       const Weight& w = slots_[i];
       for (const int64_t r : sim::engine_matmul_rows(sim::parse_weight_type(format_type(w.format())), rows)) {
@@ -275,10 +279,6 @@ double time_team(double target_s) {
   return best_of_3(once, target_s);
 }
 
-// Elements of the small SwiGLU: past swiglu_forward's 16384, so a thread team runs it as it runs
-// the engine's element-wise kernels at prefill (and its routing and permutation at any size).
-constexpr size_t kSmallElementwise = 32768;
-
 // SwiGLU over `bytes` / 12 elements (read g and u, write h: 12 bytes an element), the model of
 // the element-wise kernels between the matmuls: seconds a call.
 double time_elementwise(size_t bytes, double target_s) {
@@ -353,7 +353,6 @@ struct Measured {
   double attn_decode_hot = 0;                 // the same call on one cache, hot
   double attn_decode_hot32 = 0;               // the same, hot, with heads of 32
   double elementwise = 0;        // SwiGLU over ring_bytes / 4 (time_elementwise)
-  double elementwise_small[2] = {};  // SwiGLU over kSmallElementwise elements and twice that (in cache)
   // An empty thread team (time_team): device 0's own, not averaged over the devices, and kept
   // apart from fields() (accumulate files written before it was measured stay readable).
   double team = 0;
@@ -364,8 +363,7 @@ struct Measured {
 // Every number of m, in a fixed order, for an all-reduce over devices (and back).
 std::vector<double*> fields(Measured& m) {
   std::vector<double*> v = {&m.bandwidth, &m.cache_bandwidth, &m.attn_decode, &m.attn_prefill, &m.elementwise, &m.coll_small, &m.coll_big};
-  v.insert(v.end(), {&m.elementwise_small[0], &m.elementwise_small[1], &m.attn_decode_hot,
-                     &m.attn_decode_hot32});
+  v.insert(v.end(), {&m.attn_decode_hot, &m.attn_decode_hot32});
   for (int f = 0; f < 4; ++f) {
     for (auto* table : {&m.gemv[f], &m.gemm[f], &m.gemv_small[f], &m.gemm_small[f]})
       for (Cost& c : *table) v.insert(v.end(), {&c.seconds, &c.flops, &c.bytes, &c.calls, &c.weights, &c.prepared});
@@ -434,10 +432,6 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
   m.elementwise = time_elementwise(s.ring_bytes / 4, s.target_s);
   together();
   m.team = time_team(s.target_s / 4);
-  for (int i = 0; i < 2; ++i) {
-    together();
-    m.elementwise_small[i] = time_elementwise(kSmallElementwise * 12 << i, s.target_s / 4);
-  }
   if (comm) {
     sync("collectives");
     measure_collectives(*comm, s, m);
