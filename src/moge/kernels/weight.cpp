@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "moge/core/error.h"
+#include "moge/kernels/amx_bf16.h"
 #include "moge/kernels/gemv_bf16.h"
 
 namespace moge::kernels {
@@ -39,7 +40,7 @@ namespace {
 // the thread holding a 512-row shared expert far behind) and run one linear() each.
 bool grouped(const WeightRef& w, int64_t rows) {
   return rows <= kGemvMaxRows && (w.format == WeightFormat::q8 || w.format == WeightFormat::q4 ||
-                                      (w.format == WeightFormat::bf16 && gemv_bf16_supported()));
+                                      (w.format == WeightFormat::bf16 && !w.amx_tiles && gemv_bf16_supported()));
 }
 
 int64_t row_bytes(const WeightRef& w) {  // of one output row, all arrays
@@ -140,6 +141,7 @@ void linear_group(const LinearTask* tasks, size_t count) {
 }
 
 void linear(int64_t rows, const float* x, const WeightRef& w, float* y) {
+  if (w.amx_tiles) return amx_linear_bf16(rows, x, w.out, w.in, static_cast<const bf16*>(w.dense.data), y);
   if (grouped(w, rows)) {
     const LinearTask task{&w, rows, x, y};
     return linear_group(&task, 1);
@@ -169,6 +171,19 @@ Weight Weight::dense(Tensor t) {
   w.ref_.out = w.dense_.dim(0);
   w.ref_.in = w.dense_.dim(1);
   w.ref_.dense = f32 ? MatRef::f32(w.dense_.f32(), w.ref_.in) : MatRef::bf16(w.dense_.bf16_data(), w.ref_.in);
+  return w;
+}
+
+Weight Weight::amx_tiles_view(const bf16* tiles, int64_t out, int64_t in) {
+  check(amx_bf16_available() && amx_bf16_fits(out, in), "AMX tiles: no AMX-BF16 here, or a weight [" +
+                                                            std::to_string(out) + ", " + std::to_string(in) +
+                                                            "] whose sides are not multiples of 32");
+  Weight w;
+  w.ref_.format = WeightFormat::bf16;
+  w.ref_.dense = MatRef::bf16(tiles, in);
+  w.ref_.amx_tiles = true;
+  w.ref_.out = out;
+  w.ref_.in = in;
   return w;
 }
 

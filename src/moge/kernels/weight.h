@@ -23,15 +23,16 @@ WeightFormat format_for_width(WeightFormat format, int64_t in);
 // What a GEMM needs to know of a weight; cheap to copy.
 struct WeightRef {
   WeightFormat format = WeightFormat::f32;
-  MatRef dense{};  // f32/bf16, stored [out, in]
+  MatRef dense{};  // f32/bf16, stored [out, in] (bf16 amx_tiles: amx_bf16.h's tile layout)
   Q8Ref q8{};
   Q4Ref q4{};
   int64_t out = 0, in = 0;
+  bool amx_tiles = false;  // bf16 packed for amx_linear_bf16: every product runs that kernel
 };
 
 // y[rows, out] = x[rows, in] · Wᵀ (overwrites y). Quantized weights run the int8 kernels
 // (quant.h), bf16 ones at up to kGemvMaxRows rows our GEMV where the CPU has AVX-512 BF16
-// (gemv_bf16.h), the rest oneDNN.
+// (gemv_bf16.h), the rest oneDNN; bf16 weights in AMX tiles run amx_linear_bf16 at any rows.
 void linear(int64_t rows, const float* x, const WeightRef& w, float* y);
 
 // Several products at once, e.g. the gate and up projections of all the experts a token chose.
@@ -58,6 +59,8 @@ class Weight {
   // scale: f32 with `out` elements (owned or a view). Q4 scales are copied when not 2-byte aligned.
   static Weight q8_view(const int8_t* q, Tensor scale, int64_t out, int64_t in);
   static Weight q4_view(const uint8_t* qs, const uint16_t* scale, int64_t out, int64_t in);
+  // A view of bf16 W [out, in] packed by amx_pack_weight (amx_bf16.h) at `tiles`.
+  static Weight amx_tiles_view(const bf16* tiles, int64_t out, int64_t in);
   // Converts f32 w [out, in] to format_for_width(format, in) (quantizing for q8/q4).
   static Weight from_f32(const Tensor& w, WeightFormat format);
 

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "moge/core/error.h"
+#include "moge/kernels/amx_bf16.h"
 #include "moge/kernels/attention.h"
 #include "moge/kernels/rmsnorm.h"
 #include "moge/kernels/rope.h"
@@ -163,7 +164,8 @@ Linear load_linear(Loader& l, const std::string& name, int64_t out, int64_t in, 
 }
 
 // ExpertSlice::own_memory: copies one layer's f32/bf16 expert matrices into one buffer on 2 MB
-// pages, placed by this thread, and points the weights at it; quantized ones stay as they are.
+// pages, placed by this thread, and points the weights at it; bf16 ones in AMX tiles where the
+// CPU has AMX-BF16; quantized ones stay as they are.
 AlignedBuffer copy_experts_to_own_memory(moe::MoeInferenceWeights& w) {
   auto stride = [](const Weight& x) {
     return (x.bytes() + AlignedBuffer::kAlignment - 1) / AlignedBuffer::kAlignment * AlignedBuffer::kAlignment;
@@ -179,10 +181,18 @@ AlignedBuffer copy_experts_to_own_memory(moe::MoeInferenceWeights& w) {
   AlignedBuffer memory = AlignedBuffer::on_huge_pages(total);
   std::byte* at = memory.data();
   for (Weight* x : dense) {
-    const DType dtype = x->format() == WeightFormat::f32 ? DType::f32 : DType::bf16;
-    std::memcpy(at, x->ref().dense.data, x->bytes());
     const size_t step = stride(*x);
-    *x = Weight::dense(Tensor::view(at, {x->out(), x->in()}, dtype));
+    const kernels::MatRef& src = x->ref().dense;
+    if (x->format() == WeightFormat::bf16 && kernels::amx_bf16_available() && kernels::amx_bf16_fits(x->out(), x->in())) {
+      // On AMX: packed into tiles, so that an expert's time is linear in its rows (amx_bf16.h).
+      bf16* tiles = reinterpret_cast<bf16*>(at);
+      kernels::amx_pack_weight(x->out(), x->in(), static_cast<const bf16*>(src.data), src.ld, tiles);
+      *x = Weight::amx_tiles_view(tiles, x->out(), x->in());
+    } else {
+      const DType dtype = x->format() == WeightFormat::f32 ? DType::f32 : DType::bf16;
+      std::memcpy(at, src.data, x->bytes());
+      *x = Weight::dense(Tensor::view(at, {x->out(), x->in()}, dtype));
+    }
     at += step;
   }
   return memory;

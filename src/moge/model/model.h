@@ -60,6 +60,8 @@ class MoeRunner {
 // placed by the loading thread, instead of viewing the mapped file: the memory of a device of
 // its own. A view's time depends on where the file's 4 KB pages fell (±10% an expert between
 // runs here, stable within one), which would read as one device having more work than another.
+// Where the CPU has AMX-BF16, bf16 experts are packed into its tiles instead (amx_bf16.h): an
+// expert's time is then linear in its rows, which oneDNN's is not.
 struct ExpertSlice {
   int begin = 0, end = -1;
   bool own_memory = false;

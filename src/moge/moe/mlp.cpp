@@ -13,8 +13,8 @@ using kernels::matmul;
 namespace {
 const MatRef& dense(const kernels::WeightRef& w) {
   // The message is built only on failure: this runs for every expert of every backward.
-  if (w.format != kernels::WeightFormat::f32 && w.format != kernels::WeightFormat::bf16)
-    throw Error("backward needs f32 or bf16 weights");
+  if ((w.format != kernels::WeightFormat::f32 && w.format != kernels::WeightFormat::bf16) || w.amx_tiles)
+    throw Error("backward needs f32 or bf16 weights stored [out, in]");
   return w.dense;
 }
 }  // namespace

@@ -1,0 +1,128 @@
+// The AMX bf16 GEMM (kernels/amx_bf16.h): its tile layout by definition, its products against a
+// float64 sum of the same bf16-rounded operands, a row's result independent of the other rows
+// and of the thread count (bit for bit: what makes an expert's time linear also makes its rows
+// independent), and Weight::amx_tiles_view through kernels::linear. Needs a CPU with AMX-BF16;
+// elsewhere each test says so and is skipped (nothing in the engine uses the kernel there).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "moge/core/error.h"
+#include "moge/core/rng.h"
+#include "moge/kernels/amx_bf16.h"
+#include "moge/kernels/weight.h"
+
+namespace moge::kernels {
+namespace {
+
+#define REQUIRE_AMX() \
+  if (!amx_bf16_available()) GTEST_SKIP() << "this CPU has no AMX-BF16 (or Linux refused its tile state)"
+
+std::vector<bf16> random_bf16(Rng& rng, size_t n, float scale) {
+  std::vector<bf16> v(n);
+  for (bf16& x : v) x = f32_to_bf16(scale * rng.normal());
+  return v;
+}
+
+std::vector<float> random_f32(Rng& rng, size_t n) {
+  std::vector<float> v(n);
+  for (float& x : v) x = rng.normal();
+  return v;
+}
+
+struct ThreadGuard {
+  int saved = omp_get_max_threads();
+  ~ThreadGuard() { omp_set_num_threads(saved); }
+};
+
+TEST(AmxBf16, PacksTilesAsTheLayoutSays) {
+  REQUIRE_AMX();
+  const int64_t n = 64, k = 96, ldw = 100;
+  std::vector<bf16> w(size_t(n * ldw));
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < ldw; ++c) w[size_t(r * ldw + c)].bits = uint16_t(r * 131 + c);
+  std::vector<bf16> tiles(size_t(n * k));
+  amx_pack_weight(n, k, w.data(), ldw, tiles.data());
+  for (int64_t nb = 0; nb < n / 16; ++nb)
+    for (int64_t kb = 0; kb < k / 32; ++kb)
+      for (int64_t i = 0; i < 16; ++i)
+        for (int64_t j = 0; j < 16; ++j)
+          for (int64_t p = 0; p < 2; ++p) {
+            const bf16 got = tiles[size_t((nb * (k / 32) + kb) * 512 + i * 32 + j * 2 + p)];
+            const bf16 want = w[size_t((nb * 16 + j) * ldw + kb * 32 + 2 * i + p)];
+            ASSERT_EQ(got.bits, want.bits) << "tile " << nb << "," << kb << " row " << i << " col " << j;
+          }
+}
+
+TEST(AmxBf16, MatchesAFloat64SumOfTheRoundedOperands) {
+  REQUIRE_AMX();
+  Rng rng(5);
+  const int64_t n = 96, k = 160;
+  const std::vector<bf16> w = random_bf16(rng, size_t(n * k), 0.05f);
+  std::vector<bf16> tiles(w.size());
+  amx_pack_weight(n, k, w.data(), k, tiles.data());
+  for (int64_t m : {1, 5, 16, 17, 31, 32, 33, 100}) {
+    const std::vector<float> x = random_f32(rng, size_t(m * k));
+    std::vector<float> y(size_t(m * n), -1.0f);
+    amx_linear_bf16(m, x.data(), n, k, tiles.data(), y.data());
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t c = 0; c < n; ++c) {
+        double sum = 0, abs_sum = 0;
+        for (int64_t i = 0; i < k; ++i) {
+          const double p = double(bf16_to_f32(f32_to_bf16(x[size_t(r * k + i)]))) * bf16_to_f32(w[size_t(c * k + i)]);
+          sum += p, abs_sum += std::abs(p);
+        }
+        // f32 accumulation: error ~ k · eps · Σ|x·w|.
+        ASSERT_NEAR(y[size_t(r * n + c)], sum, 1e-6 * double(k) * abs_sum + 1e-30) << "m " << m << " " << r << "," << c;
+      }
+  }
+}
+
+TEST(AmxBf16, ARowsResultDependsOnNoOtherRowNorOnTheThreads) {
+  REQUIRE_AMX();
+  ThreadGuard guard;
+  Rng rng(6);
+  const int64_t n = 128, k = 256, m = 53;
+  const std::vector<bf16> w = random_bf16(rng, size_t(n * k), 0.05f);
+  std::vector<bf16> tiles(w.size());
+  amx_pack_weight(n, k, w.data(), k, tiles.data());
+  const std::vector<float> x = random_f32(rng, size_t(m * k));
+  omp_set_num_threads(1);
+  std::vector<float> all(size_t(m * n));
+  amx_linear_bf16(m, x.data(), n, k, tiles.data(), all.data());
+  for (int64_t r = 0; r < m; ++r) {
+    std::vector<float> one(static_cast<size_t>(n));
+    amx_linear_bf16(1, x.data() + r * k, n, k, tiles.data(), one.data());
+    for (int64_t c = 0; c < n; ++c) ASSERT_EQ(one[size_t(c)], all[size_t(r * n + c)]) << "row " << r;
+  }
+  omp_set_num_threads(2);
+  std::vector<float> two(all.size());
+  amx_linear_bf16(m, x.data(), n, k, tiles.data(), two.data());
+  EXPECT_EQ(two, all);
+}
+
+TEST(AmxBf16, TilesViewRunsThroughLinear) {
+  REQUIRE_AMX();
+  Rng rng(7);
+  const int64_t n = 64, k = 64, m = 40;
+  const std::vector<bf16> w = random_bf16(rng, size_t(n * k), 0.05f);
+  std::vector<bf16> tiles(w.size());
+  amx_pack_weight(n, k, w.data(), k, tiles.data());
+  const Weight view = Weight::amx_tiles_view(tiles.data(), n, k);
+  EXPECT_TRUE(view.ref().amx_tiles);
+  EXPECT_EQ(view.bytes(), size_t(n * k) * 2);
+  const std::vector<float> x = random_f32(rng, size_t(m * k));
+  for (int64_t rows : {int64_t(1), m}) {  // decode (which plain bf16 sends to the GEMV) and prefill
+    std::vector<float> direct(size_t(rows * n)), through(direct.size());
+    amx_linear_bf16(rows, x.data(), n, k, tiles.data(), direct.data());
+    linear(rows, x.data(), view.ref(), through.data());
+    EXPECT_EQ(through, direct) << "rows " << rows;
+  }
+  EXPECT_THROW(Weight::amx_tiles_view(tiles.data(), 48, 64), Error);
+}
+
+}  // namespace
+}  // namespace moge::kernels
