@@ -11,6 +11,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <mutex>
@@ -103,6 +104,48 @@ INSTANTIATE_TEST_SUITE_P(Models, ExpertParallel,
                                          Case{"models/tiny-moge", DispatchScheme::all_to_all},
                                          Case{"models/tiny-topk", DispatchScheme::all_to_all},
                                          Case{"models/tiny-topk", DispatchScheme::all_gather}));
+
+// ExpertParallelMoe::gather_loads: every device gets the same table, and each layer's
+// expert_step_s / expert_balanced_s are the sums over calls of the max / mean of the devices'
+// per-call expert times, gathered after the calls (the layer itself runs no collective for them).
+// So, by arithmetic on each device's own total (expert_cpu_s): balanced = Σ_d cpu_d / D, and
+// max_d cpu_d <= step <= Σ_d cpu_d. After reset_load every sum is 0.
+TEST(ExpertParallelLoads, GatheredExpertTimesAreTheDevicesPerCallMaxAndMean) {
+  const std::string dir = test::source_path("models/tiny-moge");
+  constexpr int kDevices = 2;
+  std::vector<std::vector<std::vector<LayerLoad>>> got(kDevices), after_reset(kDevices);
+  run_on_devices(kDevices, [&](Comm& comm, int device) {
+    ExpertParallelModel ep(dir, kernels::WeightFormat::f32, comm);
+    forward_all(ep.model());
+    got[size_t(device)] = ep.runner().gather_loads();
+    ep.runner().reset_load();
+    after_reset[size_t(device)] = ep.runner().gather_loads();
+  }, 1);
+  const auto& table = got[0];
+  ASSERT_EQ(table.size(), size_t(kDevices));
+  const size_t layers = table[0].size();
+  for (size_t layer = 0; layer < layers; ++layer) {
+    SCOPED_TRACE(testing::Message() << "layer " << layer);
+    double sum = 0, most = 0;
+    for (int d = 0; d < kDevices; ++d) {
+      const LayerLoad& l = table[size_t(d)][layer];
+      EXPECT_EQ(l.calls, int64_t(1 + kDecode.size()));
+      EXPECT_GT(l.expert_cpu_s, 0);
+      sum += l.expert_cpu_s, most = std::max(most, l.expert_cpu_s);
+      // the same on every device, and on every device's copy of the table
+      EXPECT_EQ(l.expert_step_s, table[0][layer].expert_step_s);
+      EXPECT_EQ(l.expert_balanced_s, table[0][layer].expert_balanced_s);
+      EXPECT_EQ(got[1][size_t(d)][layer].expert_cpu_s, l.expert_cpu_s);
+      EXPECT_EQ(got[1][size_t(d)][layer].expert_step_s, l.expert_step_s);
+      EXPECT_EQ(after_reset[size_t(d)][size_t(d)][layer].expert_step_s, 0);
+      EXPECT_EQ(after_reset[size_t(d)][size_t(d)][layer].expert_balanced_s, 0);
+    }
+    const LayerLoad& l = table[0][layer];
+    EXPECT_NEAR(l.expert_balanced_s, sum / kDevices, 1e-12 * sum);
+    EXPECT_GE(l.expert_step_s, most * (1 - 1e-12));
+    EXPECT_LE(l.expert_step_s, sum * (1 + 1e-12));
+  }
+}
 
 // A checkpoint without one device's experts is refused by every device before any work: the
 // error names the checkpoint, the device and the missing experts.

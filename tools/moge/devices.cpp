@@ -75,7 +75,7 @@ DeviceModel::DeviceModel(const std::string& dir, kernels::WeightFormat format, p
 }
 
 std::vector<std::vector<parallel::LayerLoad>> DeviceModel::gather_loads() {
-  return ep_ ? parallel::gather_loads(*comm_, ep_->runner().load()) : std::vector<std::vector<parallel::LayerLoad>>{};
+  return ep_ ? ep_->runner().gather_loads() : std::vector<std::vector<parallel::LayerLoad>>{};
 }
 
 std::string DeviceModel::scheme() const {

@@ -101,7 +101,7 @@ std::pair<int64_t, int64_t> token_slice(int64_t tokens, int device, int devices)
 }
 
 ExpertParallelMoe::ExpertParallelMoe(Comm& comm, const Placement& placement, int num_layers, DispatchScheme scheme)
-    : comm_(comm), placement_(placement), scheme_(scheme), load_(size_t(num_layers)) {
+    : comm_(comm), placement_(placement), scheme_(scheme), load_(size_t(num_layers)), call_expert_s_(size_t(num_layers)) {
   for (int e = 0; e < placement.num_experts(); ++e) device_of_.push_back(placement.owner(e));
   check(comm.size() == placement.devices(), "expert parallelism: " + std::to_string(comm.size()) +
                                                 " ranks for a placement on " + std::to_string(placement.devices()) +
@@ -116,7 +116,36 @@ LayerLoad& LayerLoad::operator+=(const LayerLoad& o) {
   return *this;
 }
 
-void ExpertParallelMoe::reset_load() { load_.assign(load_.size(), LayerLoad{}); }
+void ExpertParallelMoe::reset_load() {
+  load_.assign(load_.size(), LayerLoad{});
+  for (std::vector<double>& calls : call_expert_s_) calls.clear();
+}
+
+std::vector<std::vector<LayerLoad>> ExpertParallelMoe::gather_loads() {
+  // Every device ran the same layer calls: one all_gather of every call's expert time.
+  std::vector<double> mine;
+  for (const std::vector<double>& calls : call_expert_s_) mine.insert(mine.end(), calls.begin(), calls.end());
+  const size_t n = mine.size(), devices = size_t(comm_.size());
+  std::vector<double> all(n * devices);
+  std::vector<int64_t> counts(devices, int64_t(n));
+  comm_.all_gather_v(mine.data(), all.data(), counts, packed_displacements(counts));
+  std::vector<LayerLoad> settled = load_;
+  size_t at = 0;
+  for (size_t layer = 0; layer < settled.size(); ++layer) {
+    LayerLoad& l = settled[layer];
+    l.expert_step_s = l.expert_balanced_s = 0;
+    for (size_t call = 0; call < call_expert_s_[layer].size(); ++call, ++at) {
+      double most = 0, sum = 0;
+      for (size_t d = 0; d < devices; ++d) {
+        most = std::max(most, all[d * n + at]);
+        sum += all[d * n + at];
+      }
+      l.expert_step_s += most;
+      l.expert_balanced_s += sum / double(devices);
+    }
+  }
+  return parallel::gather_loads(comm_, settled);
+}
 
 void ExpertParallelMoe::run(int layer, const moe::MoeLayer& moe, const float* x, int64_t tokens, float* y,
                             moe::MoeCache& cache) {
@@ -124,6 +153,7 @@ void ExpertParallelMoe::run(int layer, const moe::MoeLayer& moe, const float* x,
         "expert parallelism: the model has " + std::to_string(moe.config().router.num_experts) +
             " experts, the placement " + std::to_string(placement_.num_experts()));
   LayerLoad& load = load_.at(size_t(layer));
+  layer_ = layer;
   ++load.calls;
   load.tokens += tokens;
   if (scheme_ == DispatchScheme::all_gather) run_all_gather(load, moe, x, tokens, y, cache);
@@ -197,14 +227,7 @@ void ExpertParallelMoe::run_own_experts(LayerLoad& load, const moe::MoeLayer& mo
       if (t < 1e30) mine += t;
   }
   load.expert_cpu_s += mine;
-  std::vector<double> all(static_cast<size_t>(comm_.size()));
-  const auto t = Clock::now();
-  comm_.all_gather(&mine, 1, all.data());
-  load.comm_s += seconds_since(t);
-  double sum = 0;
-  for (double v : all) sum += v;
-  load.expert_step_s += *std::max_element(all.begin(), all.end());
-  load.expert_balanced_s += sum / double(all.size());
+  call_expert_s_[size_t(layer_)].push_back(mine);
 }
 
 void ExpertParallelMoe::gather_slices(float* y, const std::vector<int64_t>& counts, LayerLoad& load) {

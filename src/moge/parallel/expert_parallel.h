@@ -51,8 +51,8 @@ struct LayerLoad {
   double is_sum = 0, balancedness_sum = 0, max_vio_sum = 0;
   // The routed experts' own work, in CPU time of the device's thread (immune to devices sharing
   // cores): this device's, and over the calls Σ max_d and Σ mean_d of every device's (the same
-  // on every device). expert_step_s / expert_balanced_s is the expert part's time against
-  // perfect balance (total work / D).
+  // on every device; filled in by ExpertParallelMoe::gather_loads, 0 before). expert_step_s /
+  // expert_balanced_s is the expert part's time against perfect balance (total work / D).
   double expert_cpu_s = 0, expert_step_s = 0, expert_balanced_s = 0;
 
   LayerLoad& operator+=(const LayerLoad& o);  // the sums of two runs
@@ -70,7 +70,13 @@ class ExpertParallelMoe : public model::MoeRunner {
            moe::MoeCache& cache) override;
 
   DispatchScheme scheme() const { return scheme_; }
-  const std::vector<LayerLoad>& load() const { return load_; }  // this device's, per layer
+  // This device's, per layer; expert_step_s and expert_balanced_s are 0 (they need every
+  // device's times: gather_loads).
+  const std::vector<LayerLoad>& load() const { return load_; }
+  // Every device's loads on every device, [device][layer], with expert_step_s and
+  // expert_balanced_s from every device's expert time of each call (a collective: every device
+  // calls it, after the same calls).
+  std::vector<std::vector<LayerLoad>> gather_loads();
   void reset_load();
   // With rounds > 0, devices take turns running their routed experts, so that each is timed
   // alone (what D devices with their own cores would measure, on a machine with fewer cores than
@@ -96,6 +102,12 @@ class ExpertParallelMoe : public model::MoeRunner {
   const Placement& placement_;
   DispatchScheme scheme_;
   std::vector<LayerLoad> load_;
+  // Per layer, this device's routed-expert CPU time of each call since the last reset: gathered
+  // by gather_loads, not in the layer, so that no collective stops the devices between their
+  // routed experts and the shared expert (on a decode token one device runs the shared expert
+  // while the other only waits at the layer's end).
+  std::vector<std::vector<double>> call_expert_s_;
+  int layer_ = 0;  // the layer of the current run()
   std::vector<int> device_of_;  // expert -> device, for the balance metrics
   int isolate_rounds_ = 0;
   // Scratch reused across calls.
