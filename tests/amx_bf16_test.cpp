@@ -1,7 +1,8 @@
 // The AMX bf16 GEMM (kernels/amx_bf16.h): its tile layout by definition, its products against a
 // float64 sum of the same bf16-rounded operands, a row's result independent of the other rows
 // and of the thread count (bit for bit: what makes an expert's time linear also makes its rows
-// independent), and Weight::amx_tiles_view through kernels::linear. Needs a CPU with AMX-BF16;
+// independent), Weight::amx_tiles_view through kernels::linear, and MoeLayer::run_experts
+// running such experts in pieces of rows. Needs a CPU with AMX-BF16;
 // elsewhere each test says so and is skipped (nothing in the engine uses the kernel there).
 #include <gtest/gtest.h>
 #include <omp.h>
@@ -14,6 +15,9 @@
 #include "moge/core/rng.h"
 #include "moge/kernels/amx_bf16.h"
 #include "moge/kernels/weight.h"
+#include "moge/moe/dispatch.h"
+#include "moge/moe/layer.h"
+#include "moge/moe/mlp.h"
 
 namespace moge::kernels {
 namespace {
@@ -122,6 +126,55 @@ TEST(AmxBf16, TilesViewRunsThroughLinear) {
     EXPECT_EQ(through, direct) << "rows " << rows;
   }
   EXPECT_THROW(Weight::amx_tiles_view(tiles.data(), 48, 64), Error);
+}
+
+// MoeLayer::run_experts runs an expert in AMX tiles in pieces of rows (kAmxPieceRows, 384), each
+// its whole MLP; the kernel's rows being independent, that gives the bits of one mlp_forward
+// over all the expert's rows, which is what this checks (two experts, ~500 rows each).
+TEST(AmxBf16, ExpertsRunInPiecesGiveTheWholeMlpsBits) {
+  REQUIRE_AMX();
+  Rng rng(8);
+  const int d = 64, f = 32, n = 2;
+  const int64_t tokens = 1000;
+  moe::MoeConfig cfg;
+  cfg.d_model = d, cfg.expert_ff = f, cfg.shared_ff = 0;
+  cfg.router.num_experts = n, cfg.router.num_groups = 1, cfg.router.top_k = 1;
+  moe::MoeInferenceWeights w;
+  w.gate = Tensor({n, d});
+  for (int64_t i = 0; i < w.gate.numel(); ++i) w.gate.f32()[i] = rng.normal();
+  w.router_scale = Tensor({1, n});
+  for (int64_t i = 0; i < n; ++i) w.router_scale.f32()[i] = 1.0f;
+  std::vector<std::vector<bf16>> tiles;  // the packed experts, alive as long as the layer
+  auto packed = [&](int64_t out, int64_t in) {
+    const std::vector<bf16> plain = random_bf16(rng, size_t(out * in), 0.1f);
+    tiles.emplace_back(plain.size());
+    amx_pack_weight(out, in, plain.data(), in, tiles.back().data());
+    return Weight::amx_tiles_view(tiles.back().data(), out, in);
+  };
+  tiles.reserve(3 * n);
+  for (int e = 0; e < n; ++e) {
+    w.experts_gate.push_back(packed(f, d));
+    w.experts_up.push_back(packed(f, d));
+    w.experts_down.push_back(packed(d, f));
+  }
+  const moe::MoeLayer layer = moe::MoeLayer::for_inference(cfg, std::move(w));
+  const std::vector<float> x = random_f32(rng, size_t(tokens * d));
+  moe::MoeCache cache;
+  layer.route(x.data(), tokens, cache.routing);
+  cache.dispatch = moe::make_dispatch(cache.routing, n);
+  const moe::Dispatch& dp = cache.dispatch;
+  ASSERT_GT(std::max(dp.expert_rows(0), dp.expert_rows(1)), 384) << "no expert has rows for two pieces";
+  std::vector<float> xs(size_t(dp.rows() * d)), ye(xs.size()), whole(xs.size());
+  moe::gather_rows(dp, x.data(), d, xs.data());
+  layer.run_experts(xs.data(), ye.data(), cache, 0, n);
+  const moe::MoeInferenceWeights& iw = layer.inference_weights();
+  for (int e = 0; e < n; ++e) {
+    const int64_t r0 = dp.offsets[size_t(e)], rows = dp.expert_rows(e);
+    std::vector<float> g(size_t(rows * f)), u(g.size()), h(g.size());
+    const moe::MlpWeights mw{iw.experts_gate[e].ref(), iw.experts_up[e].ref(), iw.experts_down[e].ref()};
+    moe::mlp_forward(rows, d, f, xs.data() + r0 * d, mw, {g.data(), u.data(), h.data()}, whole.data() + r0 * d);
+  }
+  EXPECT_EQ(ye, whole);
 }
 
 }  // namespace
