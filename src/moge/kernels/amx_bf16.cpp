@@ -101,14 +101,36 @@ MOGE_AMX void to_bf16_rows(const float* x, int64_t k, int64_t r0, int64_t r1, bf
     }
 }
 
+// C tiles 2·pair and 2·pair + 1 (16 rows, columns 0-15 and 16-31 of a column block) into
+// `rows` rows of y: a whole block straight into y, the last partial one through scratch. (The
+// tile is named in the instruction's text, so it cannot be a parameter: `pair` picks it.)
+MOGE_AMX_INLINE void store_rows(int pair, float* y, int64_t n, int64_t rows) {
+  alignas(64) float part[2][16 * 16];
+  const bool whole = rows == 16;
+  float* left = whole ? y : part[0];
+  float* right = whole ? y + 16 : part[1];
+  const int64_t stride = whole ? n * int64_t(sizeof(float)) : 64;
+  if (pair == 0) {
+    _tile_stored(0, left, stride);
+    _tile_stored(1, right, stride);
+  } else {
+    _tile_stored(2, left, stride);
+    _tile_stored(3, right, stride);
+  }
+  if (whole) return;
+  for (int64_t i = 0; i < rows; ++i) {
+    std::memcpy(y + i * n, part[0] + i * 16, 64);
+    std::memcpy(y + i * n + 16, part[1] + i * 16, 64);
+  }
+}
+
 // Columns [32 cb, 32 cb + 32) of y, every block of 32 rows of x against two column tiles of W.
 // xb holds x in bf16 rounded up to 16 rows (zeros after m).
 MOGE_AMX void column_block(int64_t m, int64_t n, int64_t k, const bf16* xb, const bf16* tiles, int64_t cb,
                            float* y) {
-  const int64_t kbs = k / 32, x_stride = k * int64_t(sizeof(bf16)), y_stride = n * int64_t(sizeof(float));
+  const int64_t kbs = k / 32, x_stride = k * int64_t(sizeof(bf16));
   const bf16* w0 = tiles + (2 * cb) * kbs * 512;
   const bf16* w1 = w0 + kbs * 512;
-  alignas(64) float part[16 * 16];  // a block's rows past m
   for (int64_t r = 0; r < m; r += 32) {
     const bool two = r + 16 < m;
     const bf16* x0 = xb + r * k;
@@ -138,32 +160,8 @@ MOGE_AMX void column_block(int64_t m, int64_t n, int64_t k, const bf16* xb, cons
       }
     }
     float* y0 = y + r * n + cb * 32;
-    // Row blocks [r, r + 16) and [r + 16, r + 32): whole ones straight into y, the last partial
-    // one through `part`.
-    const int64_t rows0 = std::min<int64_t>(16, m - r);
-    if (rows0 == 16) {
-      _tile_stored(0, y0, y_stride);
-      _tile_stored(1, y0 + 16, y_stride);
-    } else {
-      for (int t = 0; t < 2; ++t) {
-        if (t == 0) _tile_stored(0, part, 64);
-        else _tile_stored(1, part, 64);
-        for (int64_t i = 0; i < rows0; ++i) std::memcpy(y0 + i * n + 16 * t, part + i * 16, 64);
-      }
-    }
-    if (!two) continue;
-    float* y1 = y0 + 16 * n;
-    const int64_t rows1 = std::min<int64_t>(16, m - r - 16);
-    if (rows1 == 16) {
-      _tile_stored(2, y1, y_stride);
-      _tile_stored(3, y1 + 16, y_stride);
-    } else {
-      for (int t = 0; t < 2; ++t) {
-        if (t == 0) _tile_stored(2, part, 64);
-        else _tile_stored(3, part, 64);
-        for (int64_t i = 0; i < rows1; ++i) std::memcpy(y1 + i * n + 16 * t, part + i * 16, 64);
-      }
-    }
+    store_rows(0, y0, n, std::min<int64_t>(16, m - r));
+    if (two) store_rows(1, y0 + 16 * n, n, std::min<int64_t>(16, m - r - 16));
   }
 }
 
