@@ -168,6 +168,40 @@ TEST(SimCost, Bf16ComputesThePaddedCount) {
   EXPECT_NEAR(matmul_cost(p, WeightType::bf16, 80, 1024, 1024).seconds - c.seconds, 15 * 1024e-9, 1e-15);
 }
 
+TEST(SimCost, AmxTilesComputeRowsRoundedUpToSixteen) {
+  // engine_profile() with an amx_tiles table: up to 16 rows compute 0.1 / memory 0.5 + 2 us,
+  // above 3 us at 0.4 / 0.8; bf16 preparation 1 ns an input element.
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 1;
+  j["device"]["linear_group_max_rows"] = {{"int8", 4}};
+  j["device"]["activation_prep_ns"] = {{"bf16", 1}};
+  j["efficiency"]["amx_tiles"] = {{{"type", "bf16"}, {"max_rows", 16}, {"compute", 0.1}, {"memory", 0.5}, {"overhead_us", 2}},
+                                  {{"type", "bf16"}, {"compute", 0.4}, {"memory", 0.8}, {"overhead_us", 3}}};
+  const HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");
+  ASSERT_TRUE(p.has_amx_tiles());
+  EXPECT_FALSE(engine_profile().has_amx_tiles());
+  EXPECT_EQ(amx_tile_rows(0), 0);
+  EXPECT_EQ(amx_tile_rows(1), 16);
+  EXPECT_EQ(amx_tile_rows(16), 16);
+  EXPECT_EQ(amx_tile_rows(17), 32);
+  // 1 row of [512, 1024] runs 16: FLOPs 2·16·1024·512 = 16777216 at 100e12 · 0.1 = 1.6777 us;
+  // bytes 1024·512·2 + 16·1536·2 = 1097728 at 1e12 · 0.5 = 2.195456 us: memory-bound; + 2 us
+  // + the one real row's preparation, 1024 ns. No GEMV, no padded_row_count.
+  const OpCost one = amx_matmul_cost(p, 1, 1024, 512);
+  EXPECT_DOUBLE_EQ(one.flops, 16777216.0);
+  EXPECT_DOUBLE_EQ(one.bytes, 1097728.0);
+  EXPECT_TRUE(one.memory_bound);
+  EXPECT_NEAR(one.seconds, 1097728 / 0.5e12 + 2e-6 + 1024e-9, 1e-15);
+  // 17 rows run 32, the second bucket: FLOPs 33554432 at 40e12 = 0.83886 us; bytes 1048576 +
+  // 32·1536·2 = 1146880 at 0.8e12 = 1.4336 us; + 3 us + 17·1024 ns.
+  const OpCost c17 = amx_matmul_cost(p, 17, 1024, 512);
+  EXPECT_DOUBLE_EQ(c17.flops, 33554432.0);
+  EXPECT_NEAR(c17.seconds, 1146880 / 0.8e12 + 3e-6 + 17 * 1024e-9, 1e-15);
+  // 32 rows: the same product, 15 more rows prepared.
+  EXPECT_NEAR(amx_matmul_cost(p, 32, 1024, 512).seconds - c17.seconds, 15 * 1024e-9, 1e-15);
+  EXPECT_EQ(amx_matmul_cost(p, 0, 1024, 512).seconds, 0.0);
+}
+
 TEST(SimCost, F32AboveSixtyFourRowsIsABulkAndATail) {
   // 85 rows of [512, 512] f32 (25 TFLOP/s, the default efficiency 0.5 / 0.8; no preparation):
   // 64 rows: FLOPs 2·64·512² = 33554432 -> 2.684355 us; bytes 512²·4 + 64·1024·2 = 1179648 ->

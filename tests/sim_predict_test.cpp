@@ -211,6 +211,89 @@ TEST(SimPredict, PerCallEngineByHand) {
   EXPECT_NEAR(f.decode.time.shared, 2 * 3 * (131840 / 0.8e12 + 1e-6), 1e-15);
 }
 
+TEST(SimPredict, ExpertParallelBf16ExpertsRunOnAmxTilesWhereTheProfileMeasuredThem) {
+  // small_moge() on moge's CPU engine with bf16 weights (linear_group_max_rows: bf16 16), kernel
+  // overhead 1 us; the test profile has no bf16 GEMV row (the default efficiency, memory 0.8).
+  // `amx` adds an amx_tiles table: compute 0.1, memory 0.5, 2 us a call.
+  const model::ModelConfig c = small_moge();
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 1;
+  j["device"]["linear_group_max_rows"] = {{"bf16", 16}};
+  const HardwareProfile plain = HardwareProfile::from_json_text(j.dump(), "plain.json");
+  j["efficiency"]["amx_tiles"] = {{{"type", "bf16"}, {"compute", 0.1}, {"memory", 0.5}, {"overhead_us", 2}}};
+  const HardwareProfile amx = HardwareProfile::from_json_text(j.dump(), "amx.json");
+  Workload w;
+  w.batch = 1;
+  w.prompt = 16;
+  w.gen = 2;
+  w.weights = WeightType::bf16;
+  const std::string ep2 = "attn=dp2,experts=ep2,shared=tp2";
+  const Prediction before = run(c, plain, ep2, w), after = run(c, amx, ep2, w);
+
+  // Decode: 1 token, MoGE top-2 over ep2: 1 pair a device, over its 4 experts (Binomial(1, 1/4)
+  // rows: 1 expert of 1 row expected). Router: f32 [8, 128], 128·8·4 + 136·2 = 4368 bytes at 0.8e12
+  // + 1 us. Two layers.
+  const double router1 = 4368 / 0.8e12 + 1e-6;
+  // Without the table (as before): the expert's row groups (1 <= 16 rows): gate|up one call of
+  // 128·128·2 + 256·2 = 33280 bytes, down 64·128·2 + 192·2 = 16768, each + 1 us.
+  EXPECT_NEAR(before.decode.time.experts, 2 * (router1 + (33280 + 16768) / 0.8e12 + 2e-6), 1e-15);
+  // With it: gate, up and down each one AMX call of 16 rows: bytes 128·64·2 + 16·192·2 = 22528 at
+  // 0.5e12 (FLOPs 2·16·128·64 = 262144 at 10e12 take less), + 2 us.
+  EXPECT_NEAR(after.decode.time.experts, 2 * (router1 + 3 * (22528 / 0.5e12 + 2e-6)), 1e-15);
+  // Nothing else changes: the shared expert is not packed.
+  for (auto [b, a] : {std::pair{&before.decode, &after.decode}, {&before.prefill, &after.prefill}}) {
+    EXPECT_DOUBLE_EQ(b->time.attention, a->time.attention);
+    EXPECT_DOUBLE_EQ(b->time.shared, a->time.shared);
+    EXPECT_DOUBLE_EQ(b->time.comm, a->time.comm);
+    EXPECT_DOUBLE_EQ(b->time.elementwise, a->time.elementwise);
+    EXPECT_DOUBLE_EQ(b->time.lm_head, a->time.lm_head);
+  }
+  // Prefill, 16 tokens a sequence on each of 2 attention groups: 32 tokens, 32 pairs a device,
+  // each expert Binomial(32, 1/4) rows, all costed on AMX rounded up to 16 (never grouped).
+  double amx_prefill = 0;
+  for (int r = 1; r <= 32; ++r) {
+    const double prob = std::exp(std::lgamma(33) - std::lgamma(r + 1) - std::lgamma(33 - r) + r * std::log(0.25) +
+                                 (32 - r) * std::log(0.75));
+    const double r16 = (r + 15) / 16 * 16;
+    // gate and up: 2·r16·128·64 FLOPs, 128·64·2 + r16·192·2 bytes; down the same.
+    const double call = std::max(2 * r16 * 128 * 64 / 10e12, (128 * 64 * 2 + r16 * 192 * 2) / 0.5e12) + 2e-6;
+    amx_prefill += 4 * prob * 3 * call;
+  }
+  const double router32 = std::max(2.0 * 32 * 128 * 8 / 12.5e12, (4096 + 32 * 136 * 2) / 0.8e12) + 1e-6;
+  EXPECT_NEAR(after.prefill.time.experts, 2 * (router32 + amx_prefill), 1e-12);
+
+  // Prefill of 1024 tokens a sequence, 2048 pairs a device: each expert Binomial(2048, 1/4) rows
+  // (512 ± 20, all above 384), run as a piece of 384 rows and one of the rest (moe/layer.cpp).
+  Workload big = w;
+  big.prompt = 1024;
+  const Prediction pieces = run(c, amx, ep2, big);
+  auto amx_call = [](double rows) {  // one of gate, up, down: rows rounded up to 16
+    const double r16 = std::ceil(rows / 16) * 16;
+    return std::max(2 * r16 * 128 * 64 / 10e12, (128 * 64 * 2 + r16 * 192 * 2) / 0.5e12) + 2e-6;
+  };
+  double amx_pieces = 0;
+  for (int r = 385; r <= 2048; ++r) {
+    const double prob = std::exp(std::lgamma(2049) - std::lgamma(r + 1) - std::lgamma(2049 - r) + r * std::log(0.25) +
+                                 (2048 - r) * std::log(0.75));
+    const double rest = r > 768 ? 0 : 3 * amx_call(r - 384);  // never above 768 in practice
+    amx_pieces += 4 * prob * (3 * amx_call(384) + rest);
+  }
+  const double router2048 = std::max(2.0 * 2048 * 128 * 8 / 12.5e12, (4096 + 2048 * 136 * 2) / 0.8e12) + 1e-6;
+  EXPECT_NEAR(pieces.prefill.time.experts, 2 * (router2048 + amx_pieces), 1e-9);
+
+  // Where the engine does not pack, the table changes nothing: one device (no expert
+  // parallelism), and int8 weights.
+  for (const std::string plan : {"attn=dp1", "attn=dp2,experts=ep2,shared=tp2"})
+    for (const WeightType type : {WeightType::bf16, WeightType::int8}) {
+      if (type == WeightType::bf16 && plan != "attn=dp1") continue;
+      Workload v = w;
+      v.weights = type;
+      const Prediction b = run(c, plain, plan, v), a = run(c, amx, plan, v);
+      EXPECT_DOUBLE_EQ(b.decode.seconds, a.decode.seconds) << plan;
+      EXPECT_DOUBLE_EQ(b.prefill.seconds, a.prefill.seconds) << plan;
+    }
+}
+
 TEST(SimPredict, PerCallEngineForksTeamsOnlyPastEachKernelsThreshold) {
   // small_moge() on moge's CPU engine (linear_group_max_rows present): an element-wise kernel
   // pays the kernel overhead (1 us, a thread team's fork/join) only past its own threshold; every

@@ -166,6 +166,9 @@ TEST(SimProfile, BadValuesNameTheField) {
   j["efficiency"]["gemv"][0]["type"] = "fp8";
   EXPECT_NE(profile_error(j).find("'efficiency.gemv[0].type' is invalid"), std::string::npos);
   j = test::sim_test_profile();
+  j["efficiency"]["amx_tiles"] = {{{"type", "int8"}, {"compute", 0.5}, {"memory", 0.5}}};
+  EXPECT_NE(profile_error(j).find("'efficiency.amx_tiles[0].type' must be bf16"), std::string::npos);
+  j = test::sim_test_profile();
   j["interconnect"]["intra_node"]["algorithm"] = "tree";
   EXPECT_NE(profile_error(j).find("'interconnect.intra_node.algorithm'"), std::string::npos);
   j = test::sim_test_profile();

@@ -32,6 +32,7 @@
 #include "moge/core/progress.h"
 #include "moge/core/rng.h"
 #include "moge/core/tensor.h"
+#include "moge/kernels/amx_bf16.h"
 #include "moge/kernels/attention.h"
 #include "moge/kernels/matmul.h"
 #include "moge/kernels/membw.h"
@@ -155,14 +156,25 @@ struct Cost {
 // whatever a new weight costs a GEMM (oneDNN packs it).
 class WeightRing {
  public:
-  WeightRing(WeightFormat format, int64_t dim, size_t bytes) {
+  // amx: bf16 weights packed into AMX tiles (kernels::amx_pack_weight), as expert-parallel
+  // devices hold their routed experts where the CPU has AMX-BF16: kernels::linear runs them on
+  // amx_linear_bf16 at every row count.
+  WeightRing(WeightFormat format, int64_t dim, size_t bytes, bool amx = false) : amx_(amx) {
     const int64_t shapes[3][2] = {{dim, dim}, {dim / 2, dim}, {dim, dim / 2}};
     Rng rng(7);
     std::vector<Weight> base;
+    std::vector<AlignedBuffer> packed;
     for (const auto& [out, in] : shapes) {
       Tensor t({out, in});
       for (int64_t i = 0; i < out * in; ++i) t.f32()[i] = 0.02f * rng.normal();
       base.push_back(Weight::from_f32(t, format));
+      if (amx) {
+        packed.emplace_back(size_t(out * in) * 2 + 64);
+        auto* tiles = reinterpret_cast<bf16*>(packed.back().data());
+        const kernels::MatRef& w = base.back().ref().dense;
+        kernels::amx_pack_weight(out, in, static_cast<const bf16*>(w.data), w.ld, tiles);
+        base.back() = Weight::amx_tiles_view(tiles, out, in);
+      }
     }
     size_t total = 0;
     for (size_t i = 0; total < bytes || i < 6; ++i) {
@@ -191,7 +203,11 @@ class WeightRing {
     // preparation on the real rows.
     for (size_t i = 0; i < 3; ++i) {
       const Weight& w = slots_[i];
-      for (const int64_t r : sim::engine_matmul_rows(sim::parse_weight_type(format_type(w.format())), rows)) {
+      // AMX tiles: the rows rounded up to 16 (sim::amx_tile_rows), one kernel.
+      const std::vector<int64_t> executed =
+          amx_? std::vector<int64_t>{sim::amx_tile_rows(rows)}
+               : sim::engine_matmul_rows(sim::parse_weight_type(format_type(w.format())), rows);
+      for (const int64_t r : executed) {
         c.flops += 2.0 * double(r) * w.in() * w.out() / 3;
         c.bytes += (double(w.in()) * w.out() * wbytes() + double(r) * double(w.in() + w.out()) * activation_bytes) / 3;
       }
@@ -211,6 +227,10 @@ class WeightRing {
   static Weight copy(const Weight& w, std::byte* dst) {
     const kernels::WeightRef& r = w.ref();
     const int64_t out = w.out(), in = w.in();
+    if (r.amx_tiles) {
+      std::memcpy(dst, r.dense.data, size_t(out * in) * 2);
+      return Weight::amx_tiles_view(reinterpret_cast<const bf16*>(dst), out, in);
+    }
     switch (w.format()) {
       case WeightFormat::f32:
       case WeightFormat::bf16: {
@@ -235,9 +255,16 @@ class WeightRing {
     return {};
   }
 
+  bool amx_ = false;
   std::vector<AlignedBuffer> storage_;
   std::vector<Weight> slots_;
 };
+
+// Whether calibrate measures the bf16 AMX tile kernel: the CPU has it, and the ring's shapes fit.
+bool measure_amx(const Settings& s) {
+  return kernels::amx_bf16_available() && kernels::amx_bf16_fits(s.dim / 2, s.dim) &&
+         kernels::amx_bf16_fits(s.small_dim / 2, s.small_dim);
+}
 
 // The attention kernel at the shape of a 2 GB-class model (16 query heads, 4 KV heads, 128 wide):
 // one decode query against `context` cached positions, or a whole causal prefill of `tokens`.
@@ -358,7 +385,18 @@ struct Measured {
   double team = 0;
   double coll_small = 0, coll_big = 0;  // seconds of a collective: 1 float a device, coll_big_floats in all
   int coll_devices = 0;
+  // bf16 on AMX tiles (measure_amx; else empty), one Cost a bucket of gemv_rows then gemm_rows,
+  // on the large and on the small weights. Kept apart from fields() like `team` (accumulate
+  // files of runs without them stay readable): fields_amx().
+  std::vector<Cost> amx, amx_small;
 };
+
+std::vector<double*> fields_amx(Measured& m) {
+  std::vector<double*> v;
+  for (auto* table : {&m.amx, &m.amx_small})
+    for (Cost& c : *table) v.insert(v.end(), {&c.seconds, &c.flops, &c.bytes, &c.calls, &c.weights, &c.prepared});
+  return v;
+}
 
 // Every number of m, in a fixed order, for an all-reduce over devices (and back).
 std::vector<double*> fields(Measured& m) {
@@ -417,6 +455,27 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
         table_small->push_back(sum_small);
       }
   }
+  if (measure_amx(s)) {
+    // The bf16 GEMM on AMX tiles, at the same shapes, rows and method as the bf16 tables, its
+    // buckets those of the GEMV then the GEMM table (the kernel has no GEMV: one table).
+    const WeightRing ring(WeightFormat::bf16, s.dim, s.ring_bytes, true),
+        small(WeightFormat::bf16, s.small_dim, s.small_ring_bytes, true);
+    std::vector<int64_t> buckets = s.gemv_rows;
+    buckets.insert(buckets.end(), s.gemm_rows.begin(), s.gemm_rows.end());
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      const int64_t lo = b > 0 ? buckets[b - 1] : 0;
+      sync("bf16 AMX tiles rows " + std::to_string(lo + 1) + ".." + std::to_string(buckets[b]));
+      Cost sum, sum_small;
+      for (int64_t rows : bucket_rows(lo, buckets[b], WeightFormat::bf16)) {
+        if (comm) comm->barrier();
+        sum += ring.time_linear(rows, s.target_s, 4);
+        if (comm) comm->barrier();
+        sum_small += small.time_linear(rows, s.target_s / 4, 4);
+      }
+      m.amx.push_back(sum);
+      m.amx_small.push_back(sum_small);
+    }
+  }
   sync("attention");
   auto together = [&] {
     if (comm) comm->barrier();
@@ -465,11 +524,28 @@ Measured median_of(std::vector<Measured> rounds) {
   std::vector<double> team;
   for (const Measured& r : rounds) team.push_back(r.team);
   out.team = median(team);
+  // AMX: over the rounds that measured it (an accumulate file's older runs may not have).
+  Measured* amx_from = nullptr;
+  for (Measured& r : rounds)
+    if (!r.amx.empty()) amx_from = &r;
+  out.amx = amx_from ? amx_from->amx : std::vector<Cost>{};
+  out.amx_small = amx_from ? amx_from->amx_small : std::vector<Cost>{};
+  const std::vector<double*> mine_amx = fields_amx(out);
+  std::vector<std::vector<double*>> fa;
+  for (Measured& r : rounds)
+    if (r.amx.size() == out.amx.size() && !r.amx.empty()) fa.push_back(fields_amx(r));
+  for (size_t i = 0; i < mine_amx.size(); ++i) {
+    std::vector<double> v;
+    for (const auto& r : fa) v.push_back(*r[i]);
+    *mine_amx[i] = median(v);
+  }
   return out;
 }
 
 int measurement_count(const Settings& s) {
-  return 2 + 4 * int(1 + s.gemv_rows.size() + s.gemm_rows.size()) + 1;  // bandwidth, 4 x (prep, buckets), attention
+  // bandwidth, 4 x (prep, buckets), the AMX buckets, attention
+  return 2 + 4 * int(1 + s.gemv_rows.size() + s.gemm_rows.size()) +
+         (measure_amx(s) ? int(s.gemv_rows.size() + s.gemm_rows.size()) : 0) + 1;
 }
 
 std::string cpu_model() {
@@ -528,14 +604,16 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
   // Bandwidth: the read probe's, or what a GEMV streamed if that was more (the probe is one
   // access pattern; a fraction clamped at 1 would make the roofline slower than the kernel).
   double bw = m.bandwidth;
+  constexpr int kBf16 = 1;  // kFormats' index of bf16: the AMX tiles' type
   for (int f = 0; f < 4; ++f)
-    for (auto [table, small] : {std::pair{&m.gemv[f], &m.gemv_small[f]}, {&m.gemm[f], &m.gemm_small[f]}})
-      for (size_t i = 0; i < table->size(); ++i) {
+    for (auto [table, small] : {std::pair{&m.gemv[f], &m.gemv_small[f]}, {&m.gemm[f], &m.gemm_small[f]},
+                                {f == kBf16 ? &m.amx : nullptr, &m.amx_small}})
+      for (size_t i = 0; table && i < table->size(); ++i) {
         const Cost& c = (*table)[i];
         bw = std::max(bw, c.bytes / run_time(c, fixed(c, (*small)[i], f), f));
       }
   json peaks = json::object(), gemm = json::array(), gemv = json::array(), prep = json::object(),
-       group = json::object();
+       group = json::object(), amx_tiles = json::array();
   for (int f = 0; f < 4; ++f) {
     const char* type = format_type(kFormats[f]);
     prep[type] = round_sig(m.prep[f] * 1e9);
@@ -550,8 +628,9 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
     // Peak: the highest FLOP/s of any bucket (a large GEMM as a rule; moge's int8 kernels are
     // made for small row counts and may peak below the largest), so every fraction is <= 1.
     double peak = 0;
-    for (auto [table, small] : {std::pair{&m.gemv[f], &m.gemv_small[f]}, {&m.gemm[f], &m.gemm_small[f]}})
-      for (size_t i = 0; i < table->size(); ++i)
+    for (auto [table, small] : {std::pair{&m.gemv[f], &m.gemv_small[f]}, {&m.gemm[f], &m.gemm_small[f]},
+                                {f == kBf16 ? &m.amx : nullptr, &m.amx_small}})
+      for (size_t i = 0; table && i < table->size(); ++i)
         peak = std::max(peak, rates((*table)[i], fixed((*table)[i], (*small)[i], f)).first);
     peaks[type] = round_sig(peak / 1e12);
     auto row = [&](const Cost& c, const Cost& small, int64_t max_rows, bool last) {
@@ -568,6 +647,12 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
       gemv.push_back(row(m.gemv[f][i], m.gemv_small[f][i], s.gemv_rows[i], i + 1 == s.gemv_rows.size()));
     for (size_t i = 0; i < s.gemm_rows.size(); ++i)
       gemm.push_back(row(m.gemm[f][i], m.gemm_small[f][i], s.gemm_rows[i], i + 1 == s.gemm_rows.size()));
+    if (f == kBf16 && !m.amx.empty()) {  // the GEMV buckets, then the GEMM ones
+      std::vector<int64_t> buckets = s.gemv_rows;
+      buckets.insert(buckets.end(), s.gemm_rows.begin(), s.gemm_rows.end());
+      for (size_t i = 0; i < m.amx.size() && i < buckets.size(); ++i)
+        amx_tiles.push_back(row(m.amx[i], m.amx_small[i], buckets[i], i + 1 == buckets.size()));
+    }
   }
   const double peak_bf16 = peaks["bf16"].get<double>() * 1e12;
   // Attention as the cost model counts it (predict.cpp), the cache in f32 as the engine keeps it.
@@ -693,6 +778,14 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
         "Collectives: mean of all_gather and reduce_scatter_sum; latency from 1 float a device, bandwidth from " +
             std::to_string(s.coll_big_floats * 4 >> 20) + " MB in all over " + std::to_string(m.coll_devices) +
             " devices; inter_node is a copy of intra_node (one machine)."}}};
+  if (!amx_tiles.empty()) {
+    j["efficiency"]["amx_tiles"] = amx_tiles;
+    j["assumptions"].push_back(
+        "efficiency.amx_tiles: bf16 weights packed into AMX tiles (kernels::amx_pack_weight), as expert-parallel "
+        "devices hold their routed experts on this CPU, run by kernels::linear (amx_linear_bf16) at the same shapes, "
+        "row counts and method as the bf16 rows (the GEMV buckets, then the GEMM ones: the kernel has no GEMV), "
+        "FLOPs and bytes on the rows rounded up to 16 (sim::amx_tile_rows), the preparation on the real rows.");
+  }
   if (last_level_cache_bytes() > 0) {  // else the profile has one memory level
     j["device"]["cache_mib"] = round_sig(double(last_level_cache_bytes()) / devices / (1 << 20));
     j["device"]["cache_bandwidth_gb_s"] = round_sig(std::max(m.cache_bandwidth, bw) / 1e9);
@@ -710,6 +803,7 @@ void accumulate_median(Measured& m, const std::string& path) {
   std::vector<Measured> runs;
   nlohmann::json j = {{"coll_devices", m.coll_devices}, {"team", nlohmann::json::array()},
                       {"fields", nlohmann::json::array()}};
+  const std::vector<double*> mine_amx = fields_amx(m);
   if (std::filesystem::exists(path)) {
     j = nlohmann::json::parse(read_text_file(path));
     const bool ok = j.contains("fields") && j["fields"].is_array() && j.contains("team") && j["team"].is_array() &&
@@ -723,6 +817,15 @@ void accumulate_median(Measured& m, const std::string& path) {
       const std::vector<double*> p = fields(prev);
       for (size_t i = 0; i < p.size(); ++i) *p[i] = before[i];
       prev.team = j["team"][r].get<double>();
+      // "amx": each run's fields_amx(), [] where it did not measure them (or predates them).
+      const std::vector<double> amx = j.contains("amx") && r < j["amx"].size()
+                                          ? j["amx"][r].get<std::vector<double>>() : std::vector<double>{};
+      if (amx.size() == mine_amx.size() && !amx.empty()) {
+        const std::vector<double*> pa = fields_amx(prev);
+        for (size_t i = 0; i < pa.size(); ++i) *pa[i] = amx[i];
+      } else {
+        prev.amx.clear(), prev.amx_small.clear();
+      }
       runs.push_back(prev);
     }
     check(ok, path + ": measurements of other settings or devices (not a list of runs of " +
@@ -732,6 +835,11 @@ void accumulate_median(Measured& m, const std::string& path) {
   for (double* x : mine) now.push_back(*x);
   j["fields"].push_back(now);
   j["team"].push_back(m.team);
+  if (!j.contains("amx")) j["amx"] = nlohmann::json::array();
+  while (j["amx"].size() + 1 < j["fields"].size()) j["amx"].push_back(nlohmann::json::array());
+  std::vector<double> now_amx;
+  for (double* x : mine_amx) now_amx.push_back(*x);
+  j["amx"].push_back(now_amx);
   j["runs"] = j["fields"].size();
   write_file_atomically(path, j.dump() + "\n");
   if (!runs.empty())
@@ -764,9 +872,11 @@ void run_calibrate(const CalibrateArgs& a) {
     if (comm) {
       const std::vector<double*> f = fields(m);
       std::vector<double> v;
-      for (double* x : f) v.push_back(*x);
+      std::vector<double*> f_all = f;
+      for (double* x : fields_amx(m)) f_all.push_back(x);
+      for (double* x : f_all) v.push_back(*x);
       comm->all_reduce_sum(v.data(), int64_t(v.size()));
-      for (size_t i = 0; i < v.size(); ++i) *f[i] = v[i] / devices;
+      for (size_t i = 0; i < v.size(); ++i) *f_all[i] = v[i] / devices;
     } else {
       // One device has no peers: the intra-node tier is measured between two local devices
       // sharing the threads, so the profile still says what a collective costs here.

@@ -101,6 +101,19 @@ OpCost matmul_cost(const HardwareProfile& p, WeightType w, int64_t rows, int64_t
   return c;
 }
 
+int64_t amx_tile_rows(int64_t rows) { return rows <= 0 ? 0 : (rows + 15) / 16 * 16; }
+
+OpCost amx_matmul_cost(const HardwareProfile& p, int64_t rows, int64_t in, int64_t out) {
+  if (rows <= 0) return {};
+  const double r16 = double(amx_tile_rows(rows));
+  const double flops = 2.0 * r16 * double(in) * double(out);
+  const double bytes = double(in) * double(out) * weight_bytes_per_element(WeightType::bf16) +
+                       r16 * double(in + out) * p.activation_bytes;
+  OpCost c = roofline(p, KernelClass::amx_tiles, ComputeType::bf16, rows, flops, bytes);
+  c.seconds += double(rows) * double(in) * p.activation_prep(ComputeType::bf16);
+  return c;
+}
+
 OpCost grouped_matmul_cost(const HardwareProfile& p, WeightType w, double pairs, double experts, int64_t in,
                            int64_t out) {
   return grouped_call_cost(p, w, {{pairs, experts, in, out}});

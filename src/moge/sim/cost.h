@@ -63,6 +63,15 @@ std::vector<int64_t> engine_matmul_rows(WeightType w, int64_t rows);
 // activation preparation stays on the `rows` real rows (matmul.cpp converts only those).
 OpCost matmul_cost(const HardwareProfile& p, WeightType w, int64_t rows, int64_t in, int64_t out);
 
+// moge's bf16 GEMM on AMX tiles (kernels/amx_bf16.h), which expert-parallel devices run their
+// packed bf16 routed experts on (model::ExpertSlice::own_memory), at any row count: it computes
+// the rows rounded up to 16 (amx_tile_rows), in steps of 16 rows of one kernel. One kernel of
+// the profile's amx_tiles table, the bucket of the real rows: FLOPs 2·rows16·in·out, bytes
+// in·out·2 + rows16·(in + out)·activation_bytes, plus bf16's preparation on the real rows (the
+// kernel converts them to bf16 first). Needs p.has_amx_tiles().
+int64_t amx_tile_rows(int64_t rows);
+OpCost amx_matmul_cost(const HardwareProfile& p, int64_t rows, int64_t in, int64_t out);
+
 // A grouped matmul over `experts` experts sharing `pairs` rows (token-expert pairs): FLOPs
 // 2·pairs·in·out, weights read once per expert; the shape bucket is pairs per expert (rounded up).
 OpCost grouped_matmul_cost(const HardwareProfile& p, WeightType w, double pairs, double experts, int64_t in,

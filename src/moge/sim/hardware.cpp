@@ -171,6 +171,7 @@ const char* kernel_class_name(KernelClass k) {
     case KernelClass::gemm: return "gemm";
     case KernelClass::gemv: return "gemv";
     case KernelClass::attention: return "attention";
+    case KernelClass::amx_tiles: return "amx_tiles";
   }
   return "?";
 }
@@ -186,7 +187,10 @@ double HardwareProfile::peak_flops(ComputeType t) const {
 }
 
 Efficiency HardwareProfile::efficiency(KernelClass k, ComputeType t, int64_t rows) const {
-  const std::vector<EfficiencyBucket>& table = k == KernelClass::gemm ? gemm : k == KernelClass::gemv ? gemv : attention;
+  const std::vector<EfficiencyBucket>& table = k == KernelClass::gemm        ? gemm
+                                               : k == KernelClass::gemv      ? gemv
+                                               : k == KernelClass::amx_tiles ? amx_tiles
+                                                                             : attention;
   for (const EfficiencyBucket& b : table)
     if (b.type == t && (b.max_rows == 0 || rows <= b.max_rows)) {
       Efficiency e = b.efficiency;
@@ -250,6 +254,10 @@ HardwareProfile HardwareProfile::from_json_text(const std::string& text, const s
   p.gemm = eff.buckets("gemm");
   p.gemv = eff.buckets("gemv");
   p.attention = eff.buckets("attention");
+  p.amx_tiles = eff.buckets("amx_tiles");
+  for (size_t i = 0; i < p.amx_tiles.size(); ++i)
+    if (p.amx_tiles[i].type != ComputeType::bf16)
+      eff.fail("amx_tiles[" + std::to_string(i) + "].type", "must be bf16 (the AMX tile kernel is bf16 only)");
 
   const Reader net = top.object("interconnect");
   p.intra_node = net.object("intra_node").tier();

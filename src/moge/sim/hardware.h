@@ -40,8 +40,10 @@ struct EfficiencyBucket {
   double overhead_s = -1;
 };
 
-// Kernel classes with their own efficiency table.
-enum class KernelClass { gemm, gemv, attention };
+// Kernel classes with their own efficiency table. amx_tiles: moge's bf16 GEMM on AMX tiles
+// (kernels/amx_bf16.h), which expert-parallel devices run their packed bf16 routed experts on at
+// every row count (no GEMV): its rows are the real rows rounded up to 16.
+enum class KernelClass { gemm, gemv, attention, amx_tiles };
 const char* kernel_class_name(KernelClass k);
 
 // A collective on one interconnect tier costs steps·latency + bytes_moved / bandwidth, where a
@@ -92,6 +94,11 @@ struct HardwareProfile {
   int64_t gemv_max_rows = 16;
   Efficiency default_efficiency;
   std::vector<EfficiencyBucket> gemm, gemv, attention;
+  // efficiency.amx_tiles (bf16 rows only): measured where the CPU has AMX-BF16 (calibrate). Empty:
+  // the profile does not know the kernel, and expert-parallel bf16 experts are costed as oneDNN
+  // GEMMs/GEMVs like any other bf16 matmul.
+  std::vector<EfficiencyBucket> amx_tiles;
+  bool has_amx_tiles() const { return !amx_tiles.empty(); }
   LinkTier intra_node, inter_node;
   std::vector<std::string> sources, assumptions;
 

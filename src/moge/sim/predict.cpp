@@ -107,6 +107,9 @@ constexpr double kRmsnormTeam = double(kernels::kRmsnormTeamAbove);
 constexpr double kSwigluTeam = double(kernels::kSwigluTeamAbove);
 constexpr double kSoftmaxTeam = double(kernels::kSoftmaxTeamAbove);
 constexpr double kBiasTeam = double(model::kBiasTeamAbove);
+// moe/layer.cpp's kAmxPieceRows (file-local there): an expert in AMX tiles runs its rows in pieces
+// of at most this many, each its whole MLP.
+constexpr int64_t kAmxPieceRows = 384;
 
 // The element-wise kernels of one layer on the busiest device (decoder order): RMSNorm, RoPE on
 // Q and K, the residual add, RMSNorm again on the attention tokens; the router's softmax and
@@ -187,7 +190,7 @@ std::vector<std::pair<int64_t, double>> rows_distribution(int64_t tokens, double
 }
 
 MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, const ExpertLoad& l, int64_t tokens,
-                    double shared_tokens, bool one_device) {
+                    double shared_tokens, bool one_device, bool amx_experts) {
   const double pairs = l.max_pairs, touched = l.experts_touched, T = sh.shared_ff > 0 ? shared_tokens : 0;
   const int64_t d = sh.d, f = sh.expert_ff, s = sh.shared_ff;
   MoeTime t;
@@ -207,13 +210,26 @@ MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, co
   auto separate_mlp = [&](int64_t rows, int64_t ff) {
     return 2 * matmul_cost(hw, w, rows, d, ff).seconds + matmul_cost(hw, w, rows, ff, d).seconds;
   };
+  // Routed experts packed into AMX tiles (amx_experts): gate, up and down each one amx_linear_bf16
+  // call at any rows, never in linear_group (weight.cpp `grouped`: tiles weights are not), in
+  // pieces of at most kAmxPieceRows rows, each its whole MLP (moe/layer.cpp: 384 rows, then the rest).
+  auto amx_mlp = [&](int64_t rows, int64_t ff) {
+    double t = 0;
+    for (int64_t r = 0; r < rows; r += kAmxPieceRows) {
+      const int64_t piece = std::min(kAmxPieceRows, rows - r);
+      t += 2 * amx_matmul_cost(hw, piece, d, ff).seconds + amx_matmul_cost(hw, piece, ff, d).seconds;
+    }
+    return t;
+  };
   const int64_t group = hw.group_max_rows(compute_type_of(w));
   const double experts = double(sh.experts), p = tokens > 0 ? pairs / (experts * double(tokens)) : 0;
   double grouped_pairs = 0, grouped_experts = 0;
   for (const auto& [rows, prob] : rows_distribution(tokens, p)) {
     if (rows == 0) continue;
     if (double(rows) * double(f) > kSwigluTeam) t.swiglu_teams += experts * prob;
-    if (rows <= group) {
+    if (amx_experts) {
+      t.experts += experts * prob * amx_mlp(rows, f);
+    } else if (rows <= group) {
       grouped_pairs += experts * prob * double(rows), grouped_experts += experts * prob;
     } else {
       t.experts += experts * prob * separate_mlp(rows, f);
@@ -265,9 +281,15 @@ StepPrediction predict_step(const model::ModelConfig& c, const HardwareProfile& 
   const double router =
       matmul_cost(hw, hw.per_call ? WeightType::f32 : WeightType::bf16, s.tokens, sh.d, c.num_experts).seconds;
 
+  // moge packs the routed experts of an expert-parallel device (ExpertSlice::own_memory: `moge
+  // bench/generate --devices D|mpi`) into AMX tiles when they are bf16 and the CPU has AMX-BF16;
+  // a profile that measured that kernel (efficiency.amx_tiles) costs them with it. The engine
+  // packs only where the sides are multiples of 32 (kernels::amx_bf16_fits).
+  const bool amx_experts = hw.per_call && hw.has_amx_tiles() && p.expert_ep > 1 && w.weights == WeightType::bf16 &&
+                           sh.d % 32 == 0 && sh.expert_ff % 32 == 0;
   for (int layer = 0; layer < c.num_hidden_layers; ++layer) {
     const ExpertLoad l = load.layer(layer, s.tokens);
-    const MoeTime moe = moe_matmuls(hw, w.weights, sh, l, s.tokens, double(s.shared_tokens), D == 1);
+    const MoeTime moe = moe_matmuls(hw, w.weights, sh, l, s.tokens, double(s.shared_tokens), D == 1, amx_experts);
     // The kernels a device runs per touched expert (kernels_per_expert), each paying the kernel
     // overhead; moge's one (SwiGLU) is in elementwise_layer, with the team only where it forks.
     const double per_expert = hw.per_call ? 0 : l.experts_touched * hw.kernels_per_expert * hw.kernel_overhead_s;
