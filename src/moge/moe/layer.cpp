@@ -190,13 +190,12 @@ void MoeLayer::expert_jobs(const float* xs, float* ye, MoeCache& c, int e_begin,
   }
 }
 
-// An expert packed into AMX tiles (an expert-parallel device's, kernels/amx_bf16.h) runs its
-// rows in pieces of at most this many, each piece its whole MLP: past ~700 rows its activations
+// An expert packed into AMX tiles runs its rows in pieces of at most kAmxPieceRows (layer.h),
+// each piece its whole MLP: past ~700 rows its activations
 // (g, u, h, y: 10 KB a row at d 1024, f 512) no longer stay in the L2 between the products, and
 // its time a row rose with its rows (7.0-7.6 µs at 1000-1400 rows against 6.1-6.5 at 400-800,
 // sim-mid p 2048, D 8); in pieces it stays at 6.3-6.6. The kernel's rows are independent, so the
 // pieces give the same bits.
-constexpr int64_t kAmxPieceRows = 384;
 
 void MoeLayer::run_experts(const float* xs, float* ye, MoeCache& c, int e_begin, int e_end) const {
   thread_local std::vector<MlpJob> jobs;

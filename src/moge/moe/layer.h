@@ -65,6 +65,11 @@ struct MoeCache {
   std::vector<float> d_probs;     // [T, N]
 };
 
+// An expert in AMX tiles (an expert-parallel device's, kernels/amx_bf16.h) runs its rows in
+// pieces of at most this many, each its whole MLP (MoeLayer::run_experts says why);
+// sim/predict.cpp costs the same pieces.
+constexpr int64_t kAmxPieceRows = 384;
+
 class MoeLayer {
  public:
   MoeLayer(const MoeConfig& cfg, MoeWeights weights);  // validates cfg and weight shapes

@@ -11,6 +11,7 @@
 #include "moge/kernels/softmax.h"
 #include "moge/kernels/swiglu.h"
 #include "moge/model/linear.h"
+#include "moge/moe/layer.h"
 
 namespace moge::sim {
 namespace {
@@ -107,9 +108,7 @@ constexpr double kRmsnormTeam = double(kernels::kRmsnormTeamAbove);
 constexpr double kSwigluTeam = double(kernels::kSwigluTeamAbove);
 constexpr double kSoftmaxTeam = double(kernels::kSoftmaxTeamAbove);
 constexpr double kBiasTeam = double(model::kBiasTeamAbove);
-// moe/layer.cpp's kAmxPieceRows (file-local there): an expert in AMX tiles runs its rows in pieces
-// of at most this many, each its whole MLP.
-constexpr int64_t kAmxPieceRows = 384;
+using moe::kAmxPieceRows;  // an expert in AMX tiles runs its rows in pieces of this many
 
 // The element-wise kernels of one layer on the busiest device (decoder order): RMSNorm, RoPE on
 // Q and K, the residual add, RMSNorm again on the attention tokens; the router's softmax and
@@ -212,7 +211,7 @@ MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, co
   };
   // Routed experts packed into AMX tiles (amx_experts): gate, up and down each one amx_linear_bf16
   // call at any rows, never in linear_group (weight.cpp `grouped`: tiles weights are not), in
-  // pieces of at most kAmxPieceRows rows, each its whole MLP (moe/layer.cpp: 384 rows, then the rest).
+  // pieces of at most kAmxPieceRows rows, each its whole MLP (moe/layer.h: 384 rows, then the rest).
   auto amx_mlp = [&](int64_t rows, int64_t ff) {
     double t = 0;
     for (int64_t r = 0; r < rows; r += kAmxPieceRows) {
