@@ -28,18 +28,21 @@ const float kInf = std::numeric_limits<float>::infinity();
 constexpr double kMaxUlp = 2.0;
 
 using ExpFn = std::function<double(const float*, float, float, float*, int64_t)>;
+using ExpNoSumFn = std::function<void(const float*, float, float, float*, int64_t)>;
 using MaxFn = std::function<float(const float*, int64_t)>;
 
 struct Impl {
   std::string name;
   ExpFn exp_affine;
+  ExpNoSumFn exp_affine_no_sum;
   MaxFn max;
 };
 
 // The implementations this CPU can run.
 std::vector<Impl> implementations() {
-  std::vector<Impl> all = {{"scalar", detail::exp_affine_scalar, detail::max_scalar}};
-  if (detail::avx512_supported()) all.push_back({"avx512", detail::exp_affine_avx512, detail::max_avx512});
+  std::vector<Impl> all = {{"scalar", detail::exp_affine_scalar, detail::exp_affine_no_sum_scalar, detail::max_scalar}};
+  if (detail::avx512_supported())
+    all.push_back({"avx512", detail::exp_affine_avx512, detail::exp_affine_no_sum_avx512, detail::max_avx512});
   return all;
 }
 
@@ -130,6 +133,9 @@ TEST(Vmath, ExpAffineSumAndTails) {
       std::vector<float> inplace = x;
       impl.exp_affine(inplace.data(), a, b, inplace.data(), n);
       EXPECT_TRUE(std::equal(y.begin(), y.begin() + n, inplace.begin())) << "in place, n " << n;
+      std::vector<float> no_sum(size_t(n) + 1, -1.0f);
+      impl.exp_affine_no_sum(x.data(), a, b, no_sum.data(), n);
+      EXPECT_EQ(no_sum, y) << "without the sum, n " << n;  // the same bits, nothing past the end
     }
   }
 }
@@ -161,6 +167,9 @@ TEST(Vmath, DispatchMatchesChosenImplementation) {
                           : detail::exp_affine_scalar(x.data(), 1.0f, -1.0f, z.data(), 100);
   EXPECT_EQ(s, t);
   EXPECT_EQ(y, z);
+  std::vector<float> no_sum(100);
+  exp_affine_no_sum(x.data(), 1.0f, -1.0f, no_sum.data(), 100);
+  EXPECT_EQ(no_sum, z);
   vmath::exp(x.data(), y.data(), 100);
   for (size_t i = 0; i < x.size(); ++i) EXPECT_LE(ulp_error(y[i], std::exp(double(x[i]))), kMaxUlp);
   EXPECT_EQ(vmath::max(x.data(), 100), *std::max_element(x.begin(), x.end()));

@@ -19,6 +19,10 @@ double exp_affine_scalar(const float* x, float a, float b, float* y, int64_t n) 
   return sum;
 }
 
+void exp_affine_no_sum_scalar(const float* x, float a, float b, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = std::exp(std::fma(a, x[i], b));
+}
+
 float max_scalar(const float* x, int64_t n) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
@@ -33,19 +37,26 @@ namespace {
 struct Impl {
   Isa isa;
   double (*exp_affine)(const float*, float, float, float*, int64_t);
+  void (*exp_affine_no_sum)(const float*, float, float, float*, int64_t);
   float (*max)(const float*, int64_t);
 };
 
 const Impl& impl() {
   static const Impl chosen = detail::avx512_supported()
-                                 ? Impl{Isa::avx512, detail::exp_affine_avx512, detail::max_avx512}
-                                 : Impl{Isa::scalar, detail::exp_affine_scalar, detail::max_scalar};
+                                 ? Impl{Isa::avx512, detail::exp_affine_avx512, detail::exp_affine_no_sum_avx512,
+                                        detail::max_avx512}
+                                 : Impl{Isa::scalar, detail::exp_affine_scalar, detail::exp_affine_no_sum_scalar,
+                                        detail::max_scalar};
   return chosen;
 }
 
 }  // namespace
 
 double exp_affine(const float* x, float a, float b, float* y, int64_t n) { return impl().exp_affine(x, a, b, y, n); }
+
+void exp_affine_no_sum(const float* x, float a, float b, float* y, int64_t n) {
+  impl().exp_affine_no_sum(x, a, b, y, n);
+}
 
 float max(const float* x, int64_t n) { return impl().max(x, n); }
 

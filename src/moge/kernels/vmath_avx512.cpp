@@ -48,7 +48,7 @@ MOGE_AVX512 inline void add_wide(__m512d& lo, __m512d& hi, __m512 e) {
   hi = _mm512_add_pd(hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_castpd512_pd256(upper))));
 }
 
-template <bool kStore>
+template <bool kStore, bool kSum>
 MOGE_AVX512 double exp_affine_impl(const float* x, float a, float b, float* y, int64_t n) {
   const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);
   __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
@@ -56,21 +56,26 @@ MOGE_AVX512 double exp_affine_impl(const float* x, float a, float b, float* y, i
   for (; i + 16 <= n; i += 16) {
     const __m512 e = exp16(_mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), vb));
     if constexpr (kStore) _mm512_storeu_ps(y + i, e);
-    add_wide(lo, hi, e);
+    if constexpr (kSum) add_wide(lo, hi, e);
   }
   if (i < n) {  // the tail: masked-off lanes read nothing and add 0
     const __mmask16 m = __mmask16((1u << (n - i)) - 1);
     const __m512 e = _mm512_maskz_mov_ps(m, exp16(_mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), vb)));
     if constexpr (kStore) _mm512_mask_storeu_ps(y + i, m, e);
-    add_wide(lo, hi, e);
+    if constexpr (kSum) add_wide(lo, hi, e);
   }
+  if constexpr (!kSum) return 0.0;
   return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
 
 }  // namespace
 
 MOGE_AVX512 double exp_affine_avx512(const float* x, float a, float b, float* y, int64_t n) {
-  return y ? exp_affine_impl<true>(x, a, b, y, n) : exp_affine_impl<false>(x, a, b, y, n);
+  return y ? exp_affine_impl<true, true>(x, a, b, y, n) : exp_affine_impl<false, true>(x, a, b, y, n);
+}
+
+MOGE_AVX512 void exp_affine_no_sum_avx512(const float* x, float a, float b, float* y, int64_t n) {
+  exp_affine_impl<true, false>(x, a, b, y, n);
 }
 
 MOGE_AVX512 float max_avx512(const float* x, int64_t n) {
