@@ -13,6 +13,13 @@ using kernels::MatRef;
 
 // Writes the indices of the k largest of v[0..n) to out (any order); ties -> lower index.
 void top_indices(const float* v, int n, int k, int32_t* out) {
+  if (k == 1) {  // MoGE's one pick a group: the argmax, the first of equal maxima
+    int best = 0;
+    for (int i = 1; i < n; ++i)
+      if (v[i] > v[best]) best = i;
+    out[0] = best;
+    return;
+  }
   thread_local std::vector<int32_t> idx;
   idx.resize(n);
   for (int i = 0; i < n; ++i) idx[i] = i;
