@@ -17,6 +17,7 @@
 #include "moge/core/buffer.h"
 #include "moge/kernels/matmul.h"
 #include "moge/kernels/tile_gemm.h"
+#include "moge/kernels/transpose.h"
 #include "moge/kernels/vmath.h"
 
 namespace moge::kernels {
@@ -121,13 +122,8 @@ bool small_tiles(const Layout& l, int64_t keys) { return keys <= kSmallTileKeys 
 // and dO·Vᵀ read B row-major in tile_gemm.
 void transpose_heads(const Layout& l, const float* x, int64_t keys, std::vector<float>& t) {
   t.resize(size_t(l.kv_heads) * l.hd * keys);
-  for (int kvh = 0; kvh < l.kv_heads; ++kvh) {
-    float* th = t.data() + size_t(kvh) * l.hd * keys;
-    for (int64_t j = 0; j < keys; ++j) {
-      const float* row = l.kv_row(x, j, kvh);
-      for (int i = 0; i < l.hd; ++i) th[i * keys + j] = row[i];
-    }
-  }
+  for (int kvh = 0; kvh < l.kv_heads; ++kvh)
+    transpose(l.kv_row(x, 0, kvh), keys, l.hd, l.kv_stride, t.data() + size_t(kvh) * l.hd * keys, keys);
 }
 
 // C[rows, n] (+)= A · Bᵀ-or-B products of one tile through tile_gemm (small) or matmul. A and C are
@@ -219,7 +215,7 @@ void backward_head(const Layout& l, const Product& product, int h, const float* 
       float* pr = p.data() + r * n;
       float* dsr = ds.data() + r * n;
       const float D = dot(l.q_row(dout, t, h), l.q_row(out, t, h), l.hd);
-      vmath::exp_affine(pr, l.scale, -lse[t * heads + h], pr, len);  // p = exp(scale · s − lse)
+      vmath::exp_affine_no_sum(pr, l.scale, -lse[t * heads + h], pr, len);  // p = exp(scale · s − lse)
 #pragma omp simd
       for (int64_t j = 0; j < len; ++j) dsr[j] = l.scale * pr[j] * (dsr[j] - D);  // scale folded into dS
       std::fill(pr + len, pr + n, 0.0f);

@@ -15,6 +15,7 @@
 #include "moge/kernels/matmul.h"
 #include "moge/kernels/rmsnorm.h"
 #include "moge/kernels/rope.h"
+#include "moge/kernels/transpose.h"
 #include "moge/model/random_init.h"
 
 namespace moge::train {
@@ -329,8 +330,7 @@ void TrainableDecoder::backward(const int32_t* inputs, int batch, int seq, float
   float* dh_out = d_head.f32();
 #pragma omp parallel for schedule(static)
   for (int64_t j0 = 0; j0 < v; j0 += 64)
-    for (int64_t j = j0; j < std::min(v, j0 + 64); ++j)
-      for (int64_t k = 0; k < d; ++k) dh_out[j * d + k] += head_t[k * v + j];
+    kernels::transpose(head_t + j0, d, std::min<int64_t>(64, v - j0), v, dh_out + j0 * d, d, true);
   kernels::rmsnorm_backward(a.x_final.data(), final_norm_.f32(), a.d_n_final.data(), dx.data(), d_final_norm_.f32(),
                             rows, d, c.rms_norm_eps);
 
