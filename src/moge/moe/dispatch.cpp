@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <omp.h>
+
 namespace moge::moe {
 
 Dispatch make_dispatch(const Routing& routing, int num_experts) {
@@ -35,20 +37,22 @@ Dispatch pad_dispatch(const Dispatch& dispatch, int align) {
   for (int e = 0; e < n; ++e)
     std::copy(dispatch.token.begin() + dispatch.offsets[e], dispatch.token.begin() + dispatch.offsets[e + 1],
               p.token.begin() + p.offsets[e]);
+  // Entry i's row moves by its expert's shift: the shift of every unpadded row first, then one
+  // lookup an entry (a binary search over the experts an entry cost more than the rest together).
+  thread_local std::vector<int32_t> shift;
+  shift.resize(size_t(dispatch.rows()));
+  for (int e = 0; e < n; ++e)
+    std::fill(shift.begin() + dispatch.offsets[e], shift.begin() + dispatch.offsets[e + 1],
+              int32_t(p.offsets[e] - dispatch.offsets[e]));
   p.row_of.resize(dispatch.row_of.size());
-  // Entry i's row moves by its expert's shift; experts own increasing row ranges, so a row's
-  // expert is the last e with offsets[e] <= row.
-  for (size_t i = 0; i < dispatch.row_of.size(); ++i) {
-    const int64_t r = dispatch.row_of[i];
-    const int e = int(std::upper_bound(dispatch.offsets.begin(), dispatch.offsets.end(), r) - dispatch.offsets.begin()) - 1;
-    p.row_of[i] = int32_t(r - dispatch.offsets[e] + p.offsets[e]);
-  }
+  for (size_t i = 0; i < dispatch.row_of.size(); ++i) p.row_of[i] = dispatch.row_of[i] + shift[size_t(dispatch.row_of[i])];
   return p;
 }
 
 void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows, RowRange range) {
   const int64_t begin = std::max<int64_t>(range.begin, 0), end = std::min(range.end, dispatch.rows());
-#pragma omp parallel for schedule(static)
+  // Nested in a team's unit of work it would be a team of one anyway: skip the region.
+#pragma omp parallel for schedule(static) if (!omp_in_parallel())
   for (int64_t r = begin; r < end; ++r) {
     const int32_t t = dispatch.token[r];
     if (t >= 0) std::memcpy(rows + (r - begin) * d, x + int64_t(t) * d, d * sizeof(float));
@@ -56,10 +60,31 @@ void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows, R
   }
 }
 
+namespace {
+
+// Row-wise passes below read the K rows of one token scattered over a buffer of T·K rows, too
+// large for L2 and written long before: a cache miss at the start of every row. The rows of the
+// token kPrefetchAhead tokens on are requested in advance.
+constexpr int64_t kPrefetchAhead = 2;
+
+void prefetch_token_rows(const Dispatch& dispatch, const float* rows, int d, int64_t t, RowRange range) {
+  if (t >= dispatch.tokens) return;
+  const int k = dispatch.top_k;
+  for (int i = 0; i < k; ++i) {
+    const int64_t r = dispatch.row_of[t * k + i];
+    if (!range.contains(r)) continue;
+    const char* p = reinterpret_cast<const char*>(rows + (r - range.begin) * d);
+    for (int64_t b = 0; b < int64_t(d) * int64_t(sizeof(float)); b += 64) __builtin_prefetch(p + b);
+  }
+}
+
+}  // namespace
+
 void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x, RowRange range) {
   const int k = dispatch.top_k;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < dispatch.tokens; ++t) {
+    prefetch_token_rows(dispatch, rows, d, t + kPrefetchAhead, range);
     float* xt = x + t * d;
     for (int i = 0; i < k; ++i) {
       const int64_t r = dispatch.row_of[t * k + i];
@@ -74,6 +99,7 @@ void combine_rows(const Dispatch& dispatch, const float* rows, const float* weig
   const int k = dispatch.top_k;
 #pragma omp parallel for schedule(static)
   for (int64_t t = 0; t < dispatch.tokens; ++t) {
+    prefetch_token_rows(dispatch, rows, d, t + kPrefetchAhead, range);
     float* yt = y + t * d;
     for (int i = 0; i < k; ++i) {
       const int64_t r = dispatch.row_of[t * k + i];
@@ -85,31 +111,59 @@ void combine_rows(const Dispatch& dispatch, const float* rows, const float* weig
   }
 }
 
+namespace {
+
+// One row r of combine_rows_backward: entry i = t*K + k it serves; src, dst: its rows.
+inline void combine_row_backward(int32_t i, int k, const float* rows_r, const float* weight, const float* dy, int d,
+                                 float* d_rows_r, float* d_weight) {
+  const float* dyt = dy + int64_t(i / k) * d;
+  const float w = weight[i];
+  float dot = 0.0f;
+  // simd: a fixed lane order (the build's), not a serial chain of adds.
+#pragma omp simd reduction(+ : dot)
+  for (int j = 0; j < d; ++j) {
+    dot += dyt[j] * rows_r[j];
+    d_rows_r[j] = w * dyt[j];
+  }
+  d_weight[i] = dot;
+}
+
+}  // namespace
+
+std::vector<int32_t> row_entries(const Dispatch& dispatch) {
+  std::vector<int32_t> entry(size_t(dispatch.rows()), -1);
+  for (size_t i = 0; i < dispatch.row_of.size(); ++i) entry[size_t(dispatch.row_of[i])] = int32_t(i);
+  return entry;
+}
+
+void combine_rows_backward_part(const Dispatch& dispatch, const int32_t* entry, const float* rows,
+                                const float* weight, const float* dy, int d, float* d_rows, float* d_weight,
+                                RowRange range) {
+  const int64_t begin = std::max<int64_t>(range.begin, 0), end = std::min(range.end, dispatch.rows());
+  for (int64_t r = begin; r < end; ++r)
+    if (entry[r] >= 0)
+      combine_row_backward(entry[r], dispatch.top_k, rows + r * d, weight, dy, d, d_rows + r * d, d_weight);
+}
+
 void combine_rows_backward(const Dispatch& dispatch, const float* rows, const float* weight, const float* dy, int d,
                            float* d_rows, float* d_weight, RowRange range) {
-  const int k = dispatch.top_k;
-#pragma omp parallel for schedule(static)
-  for (int64_t t = 0; t < dispatch.tokens; ++t) {
-    const float* dyt = dy + t * d;
-    for (int i = 0; i < k; ++i) {
-      const int64_t r = dispatch.row_of[t * k + i];
-      if (!range.contains(r)) {
-        d_weight[t * k + i] = 0.0f;
-        continue;
-      }
-      const float* src = rows + (r - range.begin) * d;
-      float* dst = d_rows + (r - range.begin) * d;
-      const float w = weight[t * k + i];
-      float dot = 0.0f;
-      // simd: a fixed lane order (the build's), not a serial chain of adds.
-#pragma omp simd reduction(+ : dot)
-      for (int j = 0; j < d; ++j) {
-        dot += dyt[j] * src[j];
-        dst[j] = w * dyt[j];
-      }
-      d_weight[t * k + i] = dot;
-    }
+  // In row order, so that rows and d_rows stream through memory (dy, T rows, stays in cache);
+  // every output element is computed as in token order, by one thread.
+  const int64_t entries = dispatch.tokens * dispatch.top_k;
+  const int64_t begin = std::max<int64_t>(range.begin, 0), end = std::min(range.end, dispatch.rows());
+  thread_local std::vector<int32_t> entry_of;  // the caller's; the team reads it through `entry`
+  entry_of.assign(size_t(std::max<int64_t>(end - begin, 0)), -1);
+  for (int64_t i = 0; i < entries; ++i) {
+    const int64_t r = dispatch.row_of[i];
+    if (r >= begin && r < end) entry_of[size_t(r - begin)] = int32_t(i);
+    else d_weight[i] = 0.0f;
   }
+  const int32_t* entry = entry_of.data();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = begin; r < end; ++r)
+    if (entry[r - begin] >= 0)
+      combine_row_backward(entry[r - begin], dispatch.top_k, rows + (r - range.begin) * d, weight, dy, d,
+                           d_rows + (r - range.begin) * d, d_weight);
 }
 
 }  // namespace moge::moe

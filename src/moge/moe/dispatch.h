@@ -36,7 +36,8 @@ struct RowRange {
   bool contains(int64_t row) const { return row >= begin && row < end; }
 };
 
-// rows[r, :] = x[token[r], :], or 0 for a padding row (token -1)
+// rows[r, :] = x[token[r], :], or 0 for a padding row (token -1). Called inside a parallel region
+// (one expert's rows in a unit of work), it runs on the calling thread.
 void gather_rows(const Dispatch& dispatch, const float* x, int d, float* rows, RowRange range = {});
 // x[t, :] += sum over t's entries of rows[row_of[t*K + i], :]  (backward of gather)
 void scatter_add_rows(const Dispatch& dispatch, const float* rows, int d, float* x, RowRange range = {});
@@ -47,5 +48,15 @@ void combine_rows(const Dispatch& dispatch, const float* rows, const float* weig
 // (0 for entries outside the range).
 void combine_rows_backward(const Dispatch& dispatch, const float* rows, const float* weight, const float* dy, int d,
                            float* d_rows, float* d_weight, RowRange range = {});
+
+// The routing entry t*K + i that each row serves, -1 for a padding row: the inverse of row_of.
+std::vector<int32_t> row_entries(const Dispatch& dispatch);
+// combine_rows_backward of the rows in `range` alone, on the calling thread (a part of a larger
+// unit of work: an expert's rows just before its backward GEMMs read them): rows and d_rows hold
+// every row of the dispatch (row r at r), entry = row_entries(dispatch); d_weight is written for
+// the entries these rows serve, nothing for padding rows. The same bits as combine_rows_backward.
+void combine_rows_backward_part(const Dispatch& dispatch, const int32_t* entry, const float* rows,
+                                const float* weight, const float* dy, int d, float* d_rows, float* d_weight,
+                                RowRange range);
 
 }  // namespace moge::moe

@@ -269,7 +269,6 @@ void MoeLayer::forward_padded(const float* x, int64_t tokens, float* y, MoeCache
   float *sg = nullptr, *su = nullptr, *sh = nullptr;
   if (s > 0) sg = sized(c.sg, tokens * s), su = sized(c.su, tokens * s), sh = sized(c.sh, tokens * s);
   else std::fill(y, y + tokens * d, 0.0f);
-  gather_rows(p, x, d, xs);
 
   thread_local std::vector<Unit> units;
   units.clear();
@@ -283,10 +282,13 @@ void MoeLayer::forward_padded(const float* x, int64_t tokens, float* y, MoeCache
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t i = 0; i < count; ++i) {
     const Unit un = list[i];
-    if (un.expert >= 0)
+    if (un.expert >= 0) {
+      // The expert's rows gathered here, not for all experts before: its GEMMs then read them
+      // from cache (all experts' rows are twice the L2).
+      gather_rows(p, x, d, xs + un.r0 * d, {un.r0, un.r0 + un.rows});
       mlp_forward(un.rows, d, f, xs + un.r0 * d, experts_[un.expert],
                   {g + un.r0 * f, u + un.r0 * f, h + un.r0 * f}, ye + un.r0 * d);
-    else
+    } else
       mlp_forward(un.rows, d, s, x + un.r0 * d, shared_, {sg + un.r0 * s, su + un.r0 * s, sh + un.r0 * s},
                   y + un.r0 * d);
   }
@@ -365,7 +367,7 @@ void MoeLayer::backward_padded(const float* x, MoeCache& c, const float* dy, flo
   float* d_ye = sized(c.d_ye, rows * d);
   float* d_xs = sized(c.d_xs, rows * d);
   float* d_weight = sized(c.d_weight, tokens * c.routing.top_k);
-  combine_rows_backward(p, c.ye.data(), c.routing.weight.data(), dy, d, d_ye, d_weight);
+  const std::vector<int32_t> entries = row_entries(p);
 
   thread_local std::vector<Unit> units;
   units.clear();
@@ -374,13 +376,18 @@ void MoeLayer::backward_padded(const float* x, MoeCache& c, const float* dy, flo
   const Unit* list = units.data();  // thread_local: the team reads the master's through this
   const int64_t count = int64_t(units.size());
   float *dg = grads.experts_gate.f32(), *du = grads.experts_up.f32(), *dd = grads.experts_down.f32();
+  const float *ye = c.ye.data(), *weight = c.routing.weight.data();
+  const int32_t* entry = entries.data();
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t i = 0; i < count; ++i) {
     const Unit un = list[i];
     const int e = un.expert;
-    // Padding rows: xs, g, u, h are 0 there and d_ye must be too (combine_rows_backward writes
-    // only real rows), so they add exact zeros to the weight gradients.
+    // The expert's output gradients (and its entries' weight gradients) here, just before its
+    // GEMMs read them. Every entry is served by one real row: all of d_weight is written.
+    // Padding rows: xs, g, u, h are 0 there and d_ye must be too (combine_rows_backward_part
+    // writes only real rows), so they add exact zeros to the weight gradients.
     const int64_t real = c.dispatch.expert_rows(e);
+    combine_rows_backward_part(p, entry, ye, weight, dy, d, d_ye, d_weight, {un.r0, un.r0 + real});
     std::fill(d_ye + (un.r0 + real) * d, d_ye + (un.r0 + un.rows) * d, 0.0f);
     mlp_backward(un.rows, d, f, c.xs.data() + un.r0 * d, experts_[e],
                  {c.g.data() + un.r0 * f, c.u.data() + un.r0 * f, c.h.data() + un.r0 * f}, d_ye + un.r0 * d,
