@@ -36,12 +36,20 @@ double sum_of_squares(std::span<const std::span<const float>> grads) {
   const int64_t count = int64_t(chunks.size());
 #pragma omp parallel for schedule(static)
   for (int64_t c = 0; c < count; ++c) {
-    // simd: the double sums run in vector lanes, added up in a fixed order (the build's, not the
-    // thread count's); a scalar chain of dependent double adds cost 2.7% of a training step.
+    // kLanes independent double sums (four AVX-512 registers: one chain of dependent adds would
+    // wait on the add's latency; a scalar chain cost 2.7% of a training step), added up in lane
+    // order at the end: a fixed order, not the thread count's.
+    constexpr int kLanes = 32;
     const float* x = chunks[c].data;
+    const int64_t n = chunks[c].n;
+    double lane[kLanes] = {};
+    int64_t i = 0;
+    for (; i + kLanes <= n; i += kLanes)
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) lane[l] += double(x[i + l]) * double(x[i + l]);
     double s = 0;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < chunks[c].n; ++i) s += double(x[i]) * double(x[i]);
+    for (; i < n; ++i) s += double(x[i]) * double(x[i]);
+    for (int l = 0; l < kLanes; ++l) s += lane[l];
     partial[c] = s;
   }
   double total = 0;
