@@ -18,6 +18,7 @@
 #include "moge/moe/dispatch.h"
 #include "moge/moe/layer.h"
 #include "moge/moe/mlp.h"
+#include "test_util.h"
 
 namespace moge::kernels {
 namespace {
@@ -31,16 +32,8 @@ std::vector<bf16> random_bf16(Rng& rng, size_t n, float scale) {
   return v;
 }
 
-std::vector<float> random_f32(Rng& rng, size_t n) {
-  std::vector<float> v(n);
-  for (float& x : v) x = rng.normal();
-  return v;
-}
-
-struct ThreadGuard {
-  int saved = omp_get_max_threads();
-  ~ThreadGuard() { omp_set_num_threads(saved); }
-};
+using test::random_vector;
+using test::ThreadGuard;
 
 TEST(AmxBf16, PacksTilesAsTheLayoutSays) {
   REQUIRE_AMX();
@@ -69,7 +62,7 @@ TEST(AmxBf16, MatchesAFloat64SumOfTheRoundedOperands) {
   std::vector<bf16> tiles(w.size());
   amx_pack_weight(n, k, w.data(), k, tiles.data());
   for (int64_t m : {1, 5, 16, 17, 31, 32, 33, 100}) {
-    const std::vector<float> x = random_f32(rng, size_t(m * k));
+    const std::vector<float> x = random_vector(rng, m * k);
     std::vector<float> y(size_t(m * n), -1.0f);
     amx_linear_bf16(m, x.data(), n, k, tiles.data(), y.data());
     for (int64_t r = 0; r < m; ++r)
@@ -93,7 +86,7 @@ TEST(AmxBf16, ARowsResultDependsOnNoOtherRowNorOnTheThreads) {
   const std::vector<bf16> w = random_bf16(rng, size_t(n * k), 0.05f);
   std::vector<bf16> tiles(w.size());
   amx_pack_weight(n, k, w.data(), k, tiles.data());
-  const std::vector<float> x = random_f32(rng, size_t(m * k));
+  const std::vector<float> x = random_vector(rng, m * k);
   omp_set_num_threads(1);
   std::vector<float> all(size_t(m * n));
   amx_linear_bf16(m, x.data(), n, k, tiles.data(), all.data());
@@ -118,7 +111,7 @@ TEST(AmxBf16, TilesViewRunsThroughLinear) {
   const Weight view = Weight::amx_tiles_view(tiles.data(), n, k);
   EXPECT_TRUE(view.ref().amx_tiles);
   EXPECT_EQ(view.bytes(), size_t(n * k) * 2);
-  const std::vector<float> x = random_f32(rng, size_t(m * k));
+  const std::vector<float> x = random_vector(rng, m * k);
   for (int64_t rows : {int64_t(1), m}) {  // decode (which plain bf16 sends to the GEMV) and prefill
     std::vector<float> direct(size_t(rows * n)), through(direct.size());
     amx_linear_bf16(rows, x.data(), n, k, tiles.data(), direct.data());
@@ -158,7 +151,7 @@ TEST(AmxBf16, ExpertsRunInPiecesGiveTheWholeMlpsBits) {
     w.experts_down.push_back(packed(d, f));
   }
   const moe::MoeLayer layer = moe::MoeLayer::for_inference(cfg, std::move(w));
-  const std::vector<float> x = random_f32(rng, size_t(tokens * d));
+  const std::vector<float> x = random_vector(rng, tokens * d);
   moe::MoeCache cache;
   layer.route(x.data(), tokens, cache.routing);
   cache.dispatch = moe::make_dispatch(cache.routing, n);

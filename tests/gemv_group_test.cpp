@@ -15,6 +15,7 @@
 #include "moge/kernels/matmul.h"
 #include "moge/kernels/weight.h"
 #include "moge/moe/mlp.h"
+#include "test_util.h"
 
 namespace moge::kernels {
 namespace {
@@ -26,16 +27,8 @@ Tensor random_matrix(Rng& rng, int64_t out, int64_t in) {
   return t;
 }
 
-std::vector<float> random_vector(Rng& rng, int64_t n) {
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = rng.normal();
-  return v;
-}
-
-struct ThreadGuard {
-  int saved = omp_get_max_threads();
-  ~ThreadGuard() { omp_set_num_threads(saved); }
-};
+using test::random_vector;
+using test::ThreadGuard;
 
 TEST(WeightGemvBf16, KernelMatchesScalarReferenceAndOneDnn) {
   Rng rng(11);

@@ -3,8 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <string>
+#include <omp.h>
 
+#include <string>
+#include <vector>
+
+#include "moge/core/rng.h"
 #include "moge/core/tensor.h"
 
 namespace moge::test {
@@ -21,6 +25,19 @@ inline double rel_error(const float* a, const float* b, int64_t n) {
 }
 
 inline double rel_error(const Tensor& a, const Tensor& b) { return rel_error(a.f32(), b.f32(), b.numel()); }
+
+// n values drawn N(0, 1).
+inline std::vector<float> random_vector(Rng& rng, int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = rng.normal();
+  return v;
+}
+
+// Restores OpenMP's thread count when the scope ends (tests that set it).
+struct ThreadGuard {
+  int saved = omp_get_max_threads();
+  ~ThreadGuard() { omp_set_num_threads(saved); }
+};
 
 inline std::string source_path(const std::string& rel) { return std::string(MOGE_SOURCE_DIR) + "/" + rel; }
 inline std::string binary_path(const std::string& rel) { return std::string(MOGE_BINARY_DIR) + "/" + rel; }
