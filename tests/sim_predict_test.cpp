@@ -281,6 +281,16 @@ TEST(SimPredict, ExpertParallelBf16ExpertsRunOnAmxTilesWhereTheProfileMeasuredTh
   const double router2048 = std::max(2.0 * 2048 * 128 * 8 / 12.5e12, (4096 + 2048 * 136 * 2) / 0.8e12) + 1e-6;
   EXPECT_NEAR(pieces.prefill.time.experts, 2 * (router2048 + amx_pieces), 1e-9);
 
+  // Each piece's SwiGLU forks a team on its own (rows · 64 > 16384, like the engine's per-piece
+  // call). At 1536 tokens a sequence an expert gets Binomial(3072, 1/4) rows, 768 ± 24: pieces of
+  // 384 and 384 (and a tail of under 256 rows above 768, which does not fork), so two teams where
+  // the whole expert's SwiGLU (not packed: one call of 768 rows) forks one. Everything else in
+  // the element-wise time is the same: 2 layers · 4 experts · 1 us more.
+  Workload longer = w;
+  longer.prompt = 1536;
+  EXPECT_NEAR(run(c, amx, ep2, longer).prefill.time.elementwise - run(c, plain, ep2, longer).prefill.time.elementwise,
+              2 * 4 * 1e-6, 1e-11);
+
   // Where the engine does not pack, the table changes nothing: one device (no expert
   // parallelism), and int8 weights.
   for (const std::string plan : {"attn=dp1", "attn=dp2,experts=ep2,shared=tp2"})

@@ -211,12 +211,14 @@ MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, co
   };
   // Routed experts packed into AMX tiles (amx_experts): gate, up and down each one amx_linear_bf16
   // call at any rows, never in linear_group (weight.cpp `grouped`: tiles weights are not), in
-  // pieces of at most kAmxPieceRows rows, each its whole MLP (moe/layer.h: 384 rows, then the rest).
-  auto amx_mlp = [&](int64_t rows, int64_t ff) {
+  // pieces of at most kAmxPieceRows rows, each its whole MLP (moe/layer.h: 384 rows, then the rest),
+  // so each piece's SwiGLU decides on its own whether it runs a thread team.
+  auto amx_mlp = [&](int64_t rows, int64_t ff, double& swiglu_teams) {
     double t = 0;
     for (int64_t r = 0; r < rows; r += kAmxPieceRows) {
       const int64_t piece = std::min(kAmxPieceRows, rows - r);
       t += 2 * amx_matmul_cost(hw, piece, d, ff).seconds + amx_matmul_cost(hw, piece, ff, d).seconds;
+      if (double(piece) * double(ff) > kSwigluTeam) swiglu_teams += 1;
     }
     return t;
   };
@@ -225,10 +227,14 @@ MoeTime moe_matmuls(const HardwareProfile& hw, WeightType w, const Shard& sh, co
   double grouped_pairs = 0, grouped_experts = 0;
   for (const auto& [rows, prob] : rows_distribution(tokens, p)) {
     if (rows == 0) continue;
-    if (double(rows) * double(f) > kSwigluTeam) t.swiglu_teams += experts * prob;
     if (amx_experts) {
-      t.experts += experts * prob * amx_mlp(rows, f);
-    } else if (rows <= group) {
+      double teams = 0;
+      t.experts += experts * prob * amx_mlp(rows, f, teams);
+      t.swiglu_teams += experts * prob * teams;
+      continue;
+    }
+    if (double(rows) * double(f) > kSwigluTeam) t.swiglu_teams += experts * prob;
+    if (rows <= group) {
       grouped_pairs += experts * prob * double(rows), grouped_experts += experts * prob;
     } else {
       t.experts += experts * prob * separate_mlp(rows, f);
