@@ -117,6 +117,8 @@ void add_bench_command(CLI::App& app) {
       std::fprintf(stderr, "bench: measuring memory bandwidth...\n");
       const double stream_gbs = kernels::measure_read_bandwidth();
 
+      if (!a->load_svg.empty() && !loads.empty())
+        write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
       if (a->json) {
         nlohmann::json j = {{"model", a->model},       {"dtype", a->dtype},
                             {"threads", omp_get_max_threads()},
@@ -134,7 +136,6 @@ void add_bench_command(CLI::App& app) {
           j["expert_parallel"]["expert_time_over_balanced_best"] = expert_time_over_balanced_best(rep_loads);
         }
         std::printf("%s\n", j.dump(2).c_str());
-        if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
         return;
       }
       std::printf("| model | params | active | dtype | threads | test | t/s |\n|---|---|---|---|---|---|---|\n");
@@ -151,7 +152,6 @@ void add_bench_command(CLI::App& app) {
       if (rep_loads.size() > 1)
         std::printf("routed experts, least disturbed repetition per device: %.3f x the perfectly balanced time\n",
                     expert_time_over_balanced_best(rep_loads));
-      if (!a->load_svg.empty()) write_device_heatmap(a->load_svg, loads, "token-expert pairs: " + a->model);
     });
   });
 }

@@ -88,9 +88,9 @@ void write_shard(const std::string& path, std::span<const int32_t> tokens, int32
     block.resize(n * width);
     for (size_t j = 0; j < n; ++j) {
       const int32_t t = tokens[i + j];
-      check(t >= 0 && t < vocab_size, path + ": token " + std::to_string(t) + " at index " +
-                                          std::to_string(i + j) + " is outside [0, " +
-                                          std::to_string(vocab_size) + ")");
+      if (t < 0 || t >= vocab_size)  // the message built only on failure: a per-token loop
+        throw Error(path + ": token " + std::to_string(t) + " at index " + std::to_string(i + j) + " is outside [0, " +
+                    std::to_string(vocab_size) + ")");
       if (width == 2) {
         const uint16_t v = uint16_t(t);
         std::memcpy(&block[j * 2], &v, 2);
@@ -151,8 +151,9 @@ TokenShard::TokenShard(const std::string& path) : path_(path) {
     // here instead of an out-of-range embedding row during training.
     for (int64_t i = 0; i < count_; ++i) {
       const int32_t t = (*this)[i];
-      check(t >= 0 && t < vocab_size_, path + ": token " + std::to_string(t) + " at index " + std::to_string(i) +
-                                          " is outside the vocabulary [0, " + std::to_string(vocab_size_) + ")");
+      if (t < 0 || t >= vocab_size_)  // the message built only on failure
+        throw Error(path + ": token " + std::to_string(t) + " at index " + std::to_string(i) +
+                    " is outside the vocabulary [0, " + std::to_string(vocab_size_) + ")");
     }
   } catch (...) {
     unmap();
