@@ -46,9 +46,15 @@ std::vector<int> divisors(int n) {
 }  // namespace
 
 std::string shape_name(const model::ModelConfig& c) {
-  return "d" + std::to_string(c.hidden_size) + " h" + std::to_string(c.num_attention_heads) + "/" +
-         std::to_string(c.num_key_value_heads) + " L" + std::to_string(c.num_hidden_layers) + " E" +
-         std::to_string(c.num_experts) + "x" + std::to_string(c.moe_intermediate_size);
+  // Appended piece by piece: GCC 12 warns (-Wrestrict, a false positive) on "literal" + string&&.
+  std::string s;
+  for (const auto& [label, value] : {std::pair{"d", c.hidden_size}, {" h", c.num_attention_heads},
+                                     {"/", c.num_key_value_heads}, {" L", c.num_hidden_layers},
+                                     {" E", c.num_experts}, {"x", c.moe_intermediate_size}}) {
+    s += label;
+    s += std::to_string(value);
+  }
+  return s;
 }
 
 std::vector<SweepShape> paper_shapes() {
