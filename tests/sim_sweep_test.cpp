@@ -51,6 +51,10 @@ SweepOptions options(double limit_s) {
   return o;
 }
 
+TEST(SimSweep, ShapeNameSaysWidthHeadsLayersAndExperts) {
+  EXPECT_EQ(shape_name(tiny()), "d256 h4/2 L2 E8x512");
+}
+
 TEST(SimSweep, EnumeratesEveryFactorization) {
   // D = 1: 1 plan; D = 2: 2·2·2; D = 4: 3·3·3; D = 8: 4·4·4.
   EXPECT_EQ(enumerate_plans(4).size(), 1u + 8 + 27);
