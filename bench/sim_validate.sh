@@ -121,8 +121,12 @@ import json, sys
 # the profile's memory_bandwidth_gb_s: this VM's bandwidth drifts, and a case measured on a faster
 # or slower minute than the calibration is off by about that ratio (the two-device profiles give
 # one device's share, about half the probe's).
-print("| model | weights | devices | test | measured tok/s | rounds: spread | predicted tok/s | error | read GB/s: bench / profile | predicted ms: attn / experts / shared / comm / lm_head / elementwise |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+# "measured ms": the parts of moge's step as bench timed them (pp_phase_ms, tg_phase_ms_per_token;
+# the median of the rounds): attention block (with its norm, RoPE, bias and residual passes) / MoE
+# block (router, routed and shared experts, combine, collectives and waits, its norm and residual) /
+# head (final norm, lm_head); "-" for measurements made before bench reported them.
+print("| model | weights | devices | test | measured tok/s | rounds: spread | predicted tok/s | error | read GB/s: bench / profile | predicted ms: attn / experts / shared / comm / lm_head / elementwise | measured ms: attn / MoE / head |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 # The median of the rounds for each case (same prediction every round); spread: (max - min) / median.
 def median(v):
     v = sorted(v)
@@ -139,7 +143,8 @@ for name, dtype, p, n, devices, runs, ndev, pr, profile in cases.values():
     pr = json.loads(pr)
     bw = json.load(open(profile))["device"]["memory_bandwidth_gb_s"]
     read = median([r["stream_read_gbs"] for r in runs])
-    for test, key, phase in ((f"pp{p}", "pp_tokens_per_s", "prefill"), (f"tg{n} @ {int(p) + int(n) // 2}", "tg_tokens_per_s", "decode")):
+    for test, key, phase, parts_key in ((f"pp{p}", "pp_tokens_per_s", "prefill", "pp_phase_ms"),
+                                        (f"tg{n} @ {int(p) + int(n) // 2}", "tg_tokens_per_s", "decode", "tg_phase_ms_per_token")):
         values = [r[key] for r in runs]
         meas = median(values)
         spread = (max(values) - min(values)) / meas * 100
@@ -148,7 +153,9 @@ for name, dtype, p, n, devices, runs, ndev, pr, profile in cases.values():
         errors.append(abs(err))
         ms = pr[phase]["ms"]
         parts = " / ".join(f"{ms[k]:.3g}" for k in ("attention", "experts", "shared_expert", "comm", "lm_head", "elementwise"))
-        print(f"| {name} | {dtype} | {devices} | {test} | {meas:.1f} | {len(values)}: {spread:.0f}% | {pred:.1f} | {err:+.1f}% | {read:.1f} / {bw:.1f} | {parts} |")
+        timed = [r[parts_key] for r in runs if parts_key in r]
+        measured_parts = " / ".join(f"{median([t[k] for t in timed]):.3g}" for k in ("attention", "moe", "head")) if timed else "-"
+        print(f"| {name} | {dtype} | {devices} | {test} | {meas:.1f} | {len(values)}: {spread:.0f}% | {pred:.1f} | {err:+.1f}% | {read:.1f} / {bw:.1f} | {parts} | {measured_parts} |")
 within = sum(e <= 10 for e in errors)
 print(f"\n{within} of {len(errors)} within 10%; mean |error| {sum(errors) / len(errors):.1f}%, max {max(errors):.1f}%")
 PY

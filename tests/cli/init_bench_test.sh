@@ -17,7 +17,13 @@ JSON
 /usr/bin/python3 -c "
 import json; j = json.load(open('$dir/bench.json'))
 assert j['pp_tokens_per_s'] > 0 and j['tg_tokens_per_s'] > 0 and j['stream_read_gbs'] > 0, j
-assert j['params'] == 2 * 800 * 64 + 64 + 2 * (2 * (64 * 64 + 64) + 2 * (64 * 32 + 32) + 2 * 64 + 8 * 64 + 8 + 8 * 3 * 64 * 32 + 3 * 64 * 64), j"
+assert j['params'] == 2 * 800 * 64 + 64 + 2 * (2 * (64 * 64 + 64) + 2 * (64 * 32 + 32) + 2 * 64 + 8 * 64 + 8 + 8 * 3 * 64 * 32 + 3 * 64 * 64), j
+# The parts of a forward are pieces of the step bench timed: each took some time, and together no
+# more than the step (the prefill step of 16 tokens; a decoded token), and most of it.
+for key, step_ms in (('pp_phase_ms', 16e3 / j['pp_tokens_per_s']), ('tg_phase_ms_per_token', 1e3 / j['tg_tokens_per_s'])):
+    parts = j[key]
+    assert all(parts[p] > 0 for p in ('embed', 'attention', 'moe', 'head')), parts
+    assert 0.5 * step_ms < sum(parts.values()) <= step_ms * (1 + 1e-9), (parts, step_ms)"
 # A checkpoint stored int8 runs as stored whatever --type says (bf16 by default): the JSON names
 # the kernel that ran, not the one --type asked for.
 "$moge" convert -m "$dir/model" -o "$dir/int8" --type int8 2> /dev/null

@@ -44,6 +44,15 @@ std::string decode_kernel(kernels::WeightFormat format) {
   }
 }
 
+// A forward's parts in milliseconds (divided by `per`: 1 for the prefill step, the decoded tokens
+// for generation).
+nlohmann::json phase_ms(const model::PhaseTimes& t, double per) {
+  return {{"embed", 1e3 * t.embed / per},
+          {"attention", 1e3 * t.attention / per},
+          {"moe", 1e3 * t.moe / per},
+          {"head", 1e3 * t.head / per}};
+}
+
 }  // namespace
 
 void add_bench_command(CLI::App& app) {
@@ -88,17 +97,24 @@ void add_bench_command(CLI::App& app) {
       std::vector<float> logits(c.vocab_size);
 
       double pp = 0, tg = 0;
+      model::PhaseTimes pp_phases, tg_phases;  // of the repetition that set pp, and tg
       std::vector<std::vector<std::vector<parallel::LayerLoad>>> rep_loads;  // per measured repetition
       for (int r = 0; r < a->repetitions; ++r) {
         if (main)
           std::fprintf(stderr, "bench: pp%d / tg%d, repetition %d/%d\n", a->prompt, a->gen, r + 1, a->repetitions);
         model::KvCache cache(c, a->prompt + a->gen);
+        model::PhaseTimes prefill, decode;
+        m.set_phase_times(&prefill);
         auto t0 = std::chrono::steady_clock::now();
         m.forward(tokens.data(), a->prompt, cache, logits.data(), 1);
-        pp = std::max(pp, a->prompt / seconds_since(t0));
+        const double pp_r = a->prompt / seconds_since(t0);
+        m.set_phase_times(&decode);
         auto t1 = std::chrono::steady_clock::now();
         for (int i = 0; i < a->gen; ++i) m.forward(&tokens[a->prompt + i], 1, cache, logits.data());
-        tg = std::max(tg, a->gen / seconds_since(t1));
+        const double tg_r = a->gen / seconds_since(t1);
+        m.set_phase_times(nullptr);
+        if (pp_r > pp) pp = pp_r, pp_phases = prefill;
+        if (tg_r > tg) tg = tg_r, tg_phases = decode;
         // The first repetition warms up (oneDNN creates its primitives for new shapes, inside the
         // experts' timed work): the load report covers the repetitions after it.
         if (dm.runner()) {
@@ -129,7 +145,9 @@ void add_bench_command(CLI::App& app) {
                             {"stream_read_gbs", stream_gbs}, {"fraction_of_stream", decode_gbs / stream_gbs},
                             {"peak_rss_gb", rss_gb},   {"checkpoint_gb", file_gb},
                             {"gemm_isa", kernels::matmul_isa()}, {"quant_kernel", kernels::quant_kernel_name()},
-                            {"decode_kernel", decode_kernel(m.weight_format())}};
+                            {"decode_kernel", decode_kernel(m.weight_format())},
+                            {"pp_phase_ms", phase_ms(pp_phases, 1)},
+                            {"tg_phase_ms_per_token", phase_ms(tg_phases, a->gen)}};
         if (!loads.empty()) {
           j["expert_parallel"] = device_loads_json(loads, dm.scheme());
           j["expert_parallel"]["isolated_expert_timing"] = a->isolate_experts;
@@ -147,6 +165,9 @@ void add_bench_command(CLI::App& app) {
                   bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
       std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, decode GEMV %s\n", rss_gb, file_gb,
                   kernels::matmul_isa(), decode_kernel(m.weight_format()).c_str());
+      for (const auto& [name, t, per] : {std::tuple{"prefill step", pp_phases, 1.0}, {"decoded token", tg_phases, double(a->gen)}})
+        std::printf("ms a %s: attention %.3f, MoE %.3f, head %.3f, embedding %.3f\n", name, 1e3 * t.attention / per,
+                    1e3 * t.moe / per, 1e3 * t.head / per, 1e3 * t.embed / per);
       if (loads.empty()) return;
       print_device_loads(loads, dm.scheme(), stdout);
       if (rep_loads.size() > 1)

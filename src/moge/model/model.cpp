@@ -1,5 +1,6 @@
 #include "moge/model/model.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <set>
@@ -304,11 +305,21 @@ void Model::forward(const int32_t* tokens, int64_t n, KvCache& cache, float* log
       throw Error("token id " + std::to_string(tokens[t]) + " is outside the vocabulary (" +
                   std::to_string(c.vocab_size) + ")");
 
+  // Phase timing: each lap adds the time since the previous one to a part (a few clock reads a
+  // layer; nothing when no PhaseTimes is set).
+  auto lap_start = std::chrono::steady_clock::now();
+  auto lap = [&](double PhaseTimes::*part) {
+    if (!phases_) return;
+    const auto now = std::chrono::steady_clock::now();
+    phases_->*part += std::chrono::duration<double>(now - lap_start).count();
+    lap_start = now;
+  };
   std::vector<float> x(n * d), normed(n * d), q(n * c.q_dim()), att(n * c.q_dim()), tmp(n * d);
   for (int64_t t = 0; t < n; ++t) {
     if (embed_.dtype() == DType::f32) std::memcpy(&x[t * d], embed_.f32() + int64_t(tokens[t]) * d, d * sizeof(float));
     else bf16_to_f32(embed_.bf16_data() + int64_t(tokens[t]) * d, &x[t * d], d);
   }
+  lap(&PhaseTimes::embed);
 
   const kernels::AttentionShape shape{c.num_attention_heads, c.num_key_value_heads, c.head_dim};
   moe::MoeCache moe_cache;
@@ -325,6 +336,7 @@ void Model::forward(const int32_t* tokens, int64_t n, KvCache& cache, float* log
     kernels::attention_forward(q.data(), cache.k[i].f32(), cache.v[i].f32(), att.data(), n, pos0, shape);
     layer.o.forward(att.data(), n, tmp.data());
     for (int64_t j = 0; j < n * d; ++j) x[j] += tmp[j];
+    lap(&PhaseTimes::attention);
 
     kernels::rmsnorm_forward(x.data(), layer.post_norm.f32(), normed.data(), n, d, c.rms_norm_eps);
     if (moe_runner_) moe_runner_->run(int(i), *layer.moe, normed.data(), n, tmp.data(), moe_cache);
@@ -334,6 +346,7 @@ void Model::forward(const int32_t* tokens, int64_t n, KvCache& cache, float* log
       trace_->expert[i].insert(trace_->expert[i].end(), chosen.begin(), chosen.end());
     }
     for (int64_t j = 0; j < n * d; ++j) x[j] += tmp[j];
+    lap(&PhaseTimes::moe);
   }
   cache.length = pos0 + n;
 
@@ -341,6 +354,7 @@ void Model::forward(const int32_t* tokens, int64_t n, KvCache& cache, float* log
   const float* last = x.data() + (n - rows) * d;
   kernels::rmsnorm_forward(last, final_norm_.f32(), normed.data(), rows, d, c.rms_norm_eps);
   lm_head_.forward(normed.data(), rows, logits);
+  lap(&PhaseTimes::head);
 }
 
 }  // namespace moge::model

@@ -44,6 +44,17 @@ struct RoutingTrace {
   int64_t tokens() const { return expert.empty() || top_k == 0 ? 0 : int64_t(expert[0].size()) / top_k; }
 };
 
+// Wall seconds forward() spent in each part of the model, added up over the forwards while it is
+// set (moge bench reports them next to the simulator's predicted parts). attention: each layer's
+// input norm, q/k/v, RoPE, attention, o and residual add; moe: each layer's post-attention norm,
+// MoE block (router, routed and shared experts, combine, and under expert parallelism the
+// collectives and the waits for the other devices) and residual add; head: the final norm and the
+// lm_head; embed: the embedding lookup.
+struct PhaseTimes {
+  double embed = 0, attention = 0, moe = 0, head = 0;
+  double total() const { return embed + attention + moe + head; }
+};
+
 // Runs the MoE blocks in place of MoeLayer::forward: expert parallelism
 // (parallel/expert_parallel.h) plugs in here. run() must write y[tokens, d] and leave the
 // routing of all `tokens` in cache.routing (for traces).
@@ -98,6 +109,9 @@ class Model {
   // Records the routing of every following forward() into `trace` (null: stop recording).
   void set_routing_trace(RoutingTrace* trace) const;
 
+  // Adds the time of every following forward()'s parts to `times` (null: stop timing).
+  void set_phase_times(PhaseTimes* times) const { phases_ = times; }
+
   // Runs the MoE blocks of every following forward() through `runner` (null: MoeLayer::forward).
   void set_moe_runner(MoeRunner* runner) const { moe_runner_ = runner; }
   const moe::MoeLayer& moe_layer(int layer) const { return *layers_[size_t(layer)].moe; }
@@ -112,6 +126,7 @@ class Model {
   std::vector<DecoderLayer> layers_;
   mutable RoutingTrace* trace_ = nullptr;
   mutable MoeRunner* moe_runner_ = nullptr;
+  mutable PhaseTimes* phases_ = nullptr;
 };
 
 }  // namespace moge::model
