@@ -270,7 +270,7 @@ TEST(Matmul, PrimitiveCacheReusesPrimitives) {
 }
 
 // Rows::padded's row counts: m itself up to 48; above, the next multiple of 16 whose largest divisor
-// in [32, 64] (oneDNN 2.6's row block) is not 53, 58, 59, 61 or 62.
+// in [32, 64] (oneDNN 2.6's row block) is not 34, 37, 38, 46, 53, 58, 59, 61 or 62.
 TEST(Matmul, PaddedRowCountsAvoidSlowRowBlocks) {
   EXPECT_EQ(padded_row_count(1), 1);
   EXPECT_EQ(padded_row_count(48), 48);
@@ -280,6 +280,9 @@ TEST(Matmul, PaddedRowCountsAvoidSlowRowBlocks) {
   EXPECT_EQ(padded_row_count(96), 96);
   EXPECT_EQ(padded_row_count(360), 384);   // 368 = 8 · 46 passed over; 384 = 6 · 64
   EXPECT_EQ(padded_row_count(460), 480);   // 464 = 8 · 58 passed over; 480 = 8 · 60
+  EXPECT_EQ(padded_row_count(260), 288);   // 272 = 8 · 34 passed over; 288 = 6 · 48
+  EXPECT_EQ(padded_row_count(290), 320);   // 304 = 8 · 38 passed over; 320 = 5 · 64
+  EXPECT_EQ(padded_row_count(580), 624);   // 592 = 16 · 37 and 608 = 16 · 38 passed over; 624 = 12 · 52
   EXPECT_EQ(padded_row_count(477), 480);   // 477 = 9 · 53
   EXPECT_EQ(padded_row_count(920), 960);   // 928 = 16 · 58 and 944 = 16 · 59 passed over
   EXPECT_EQ(padded_row_count(992), 1008);  // 992 = 16 · 62; 1008 = 16 · 63

@@ -211,12 +211,16 @@ int64_t bucketed_bulk(int64_t d) { return d > kExactUpTo ? d - d % kBucket : d; 
 // m = 96..600, n = 512, k = 1024, one thread), and multiples of 32 can have them too: 928 = 16 · 58
 // and 992 = 16 · 62 ran at 5 µs a row, 1696 and 1888 at 8.5, their neighbours at 3. Blocks of 46
 // cost 1.2x: an expert's three products (d 1024, f 512) at 368 = 8 · 46 and 736 rows took 9.5 µs
-// a row against 7.3-8.3 at every other multiple of 16 from 96 to 1024 but the blocks above.
+// a row against 7.3-8.3 at every other multiple of 16 from 96 to 1024 but the blocks above. With
+// two threads on 1024 x 2048 and 2048 x 1024 weights, blocks of 34, 37 and 38 are slow too: 272,
+// 304, 544, 592 and 608 rows ran at 6.6-8.3 µs a row against 4.4-6.3 for their neighbours (the
+// row counts interleaved, best of nine, three sweeps), so 592 padded to 624 takes ~28% less time.
 int64_t padded_row_count(int64_t m) {
   if (m <= kPadAbove) return m;
   auto slow_block = [](int64_t rows) {
     for (int64_t b = 64; b >= 32; --b)
-      if (rows % b == 0) return b == 46 || b == 53 || b == 58 || b == 59 || b == 61 || b == 62;
+      if (rows % b == 0)
+        return b == 34 || b == 37 || b == 38 || b == 46 || b == 53 || b == 58 || b == 59 || b == 61 || b == 62;
     return false;
   };
   int64_t rows = (m + kPadTo - 1) / kPadTo * kPadTo;
