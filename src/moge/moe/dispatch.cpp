@@ -151,18 +151,14 @@ void combine_rows_backward(const Dispatch& dispatch, const float* rows, const fl
   // every output element is computed as in token order, by one thread.
   const int64_t entries = dispatch.tokens * dispatch.top_k;
   const int64_t begin = std::max<int64_t>(range.begin, 0), end = std::min(range.end, dispatch.rows());
-  thread_local std::vector<int32_t> entry_of;  // the caller's; the team reads it through `entry`
-  entry_of.assign(size_t(std::max<int64_t>(end - begin, 0)), -1);
-  for (int64_t i = 0; i < entries; ++i) {
-    const int64_t r = dispatch.row_of[i];
-    if (r >= begin && r < end) entry_of[size_t(r - begin)] = int32_t(i);
-    else d_weight[i] = 0.0f;
-  }
+  for (int64_t i = 0; i < entries; ++i)
+    if (!range.contains(dispatch.row_of[i])) d_weight[i] = 0.0f;
+  const std::vector<int32_t> entry_of = row_entries(dispatch);
   const int32_t* entry = entry_of.data();
 #pragma omp parallel for schedule(static)
   for (int64_t r = begin; r < end; ++r)
-    if (entry[r - begin] >= 0)
-      combine_row_backward(entry[r - begin], dispatch.top_k, rows + (r - range.begin) * d, weight, dy, d,
+    if (entry[r] >= 0)
+      combine_row_backward(entry[r], dispatch.top_k, rows + (r - range.begin) * d, weight, dy, d,
                            d_rows + (r - range.begin) * d, d_weight);
 }
 
