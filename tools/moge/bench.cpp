@@ -165,9 +165,10 @@ void add_bench_command(CLI::App& app) {
                   bytes / 1e9, decode_gbs, 100 * decode_gbs / stream_gbs, stream_gbs);
       std::printf("peak RSS %.2f GB for %.2f GB of safetensors; GEMM isa %s, decode GEMV %s\n", rss_gb, file_gb,
                   kernels::matmul_isa(), decode_kernel(m.weight_format()).c_str());
-      for (const auto& [name, t, per] : {std::tuple{"prefill step", pp_phases, 1.0}, {"decoded token", tg_phases, double(a->gen)}})
-        std::printf("ms a %s: attention %.3f, MoE %.3f, head %.3f, embedding %.3f\n", name, 1e3 * t.attention / per,
-                    1e3 * t.moe / per, 1e3 * t.head / per, 1e3 * t.embed / per);
+      for (const auto& [name, ms] : {std::pair{"prefill step", phase_ms(pp_phases, 1)},
+                                     {"decoded token", phase_ms(tg_phases, a->gen)}})
+        std::printf("ms a %s: attention %.3f, MoE %.3f, head %.3f, embedding %.3f\n", name, ms["attention"].get<double>(),
+                    ms["moe"].get<double>(), ms["head"].get<double>(), ms["embed"].get<double>());
       if (loads.empty()) return;
       print_device_loads(loads, dm.scheme(), stdout);
       if (rep_loads.size() > 1)

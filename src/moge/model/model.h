@@ -52,7 +52,6 @@ struct RoutingTrace {
 // lm_head; embed: the embedding lookup.
 struct PhaseTimes {
   double embed = 0, attention = 0, moe = 0, head = 0;
-  double total() const { return embed + attention + moe + head; }
 };
 
 // Runs the MoE blocks in place of MoeLayer::forward: expert parallelism
