@@ -266,6 +266,14 @@ bool measure_amx(const Settings& s) {
          kernels::amx_bf16_fits(s.small_dim / 2, s.small_dim);
 }
 
+// The AMX tile kernel's row buckets: the GEMV table's, then the GEMM table's (the kernel has no
+// GEMV: one table for every row count).
+std::vector<int64_t> amx_buckets(const Settings& s) {
+  std::vector<int64_t> buckets = s.gemv_rows;
+  buckets.insert(buckets.end(), s.gemm_rows.begin(), s.gemm_rows.end());
+  return buckets;
+}
+
 // The attention kernel at the shape of a 2 GB-class model (16 query heads, 4 KV heads, 128 wide):
 // one decode query against `context` cached positions, or a whole causal prefill of `tokens`.
 // With ring_bytes > 0, a decode call reads its K and V from the next of copies filling
@@ -456,12 +464,10 @@ Measured measure_device(parallel::Comm* comm, const Settings& s, Progress* progr
       }
   }
   if (measure_amx(s)) {
-    // The bf16 GEMM on AMX tiles, at the same shapes, rows and method as the bf16 tables, its
-    // buckets those of the GEMV then the GEMM table (the kernel has no GEMV: one table).
+    // The bf16 GEMM on AMX tiles, at the same shapes, rows and method as the bf16 tables.
     const WeightRing ring(WeightFormat::bf16, s.dim, s.ring_bytes, true),
         small(WeightFormat::bf16, s.small_dim, s.small_ring_bytes, true);
-    std::vector<int64_t> buckets = s.gemv_rows;
-    buckets.insert(buckets.end(), s.gemm_rows.begin(), s.gemm_rows.end());
+    const std::vector<int64_t> buckets = amx_buckets(s);
     for (size_t b = 0; b < buckets.size(); ++b) {
       const int64_t lo = b > 0 ? buckets[b - 1] : 0;
       sync("bf16 AMX tiles rows " + std::to_string(lo + 1) + ".." + std::to_string(buckets[b]));
@@ -513,14 +519,17 @@ Measured median_of(std::vector<Measured> rounds) {
     const size_t n = v.size();
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
   };
+  // Each of `into`'s numbers: the median of the same number in each of `from`.
+  auto median_into = [&](const std::vector<double*>& into, const std::vector<std::vector<double*>>& from) {
+    for (size_t i = 0; i < into.size(); ++i) {
+      std::vector<double> v;
+      for (const auto& r : from) v.push_back(*r[i]);
+      *into[i] = median(v);
+    }
+  };
   std::vector<std::vector<double*>> f;
   for (Measured& r : rounds) f.push_back(fields(r));
-  const std::vector<double*> mine = fields(out);
-  for (size_t i = 0; i < mine.size(); ++i) {
-    std::vector<double> v;
-    for (const auto& r : f) v.push_back(*r[i]);
-    *mine[i] = median(v);
-  }
+  median_into(fields(out), f);
   std::vector<double> team;
   for (const Measured& r : rounds) team.push_back(r.team);
   out.team = median(team);
@@ -530,22 +539,17 @@ Measured median_of(std::vector<Measured> rounds) {
     if (!r.amx.empty()) amx_from = &r;
   out.amx = amx_from ? amx_from->amx : std::vector<Cost>{};
   out.amx_small = amx_from ? amx_from->amx_small : std::vector<Cost>{};
-  const std::vector<double*> mine_amx = fields_amx(out);
   std::vector<std::vector<double*>> fa;
   for (Measured& r : rounds)
     if (r.amx.size() == out.amx.size() && !r.amx.empty()) fa.push_back(fields_amx(r));
-  for (size_t i = 0; i < mine_amx.size(); ++i) {
-    std::vector<double> v;
-    for (const auto& r : fa) v.push_back(*r[i]);
-    *mine_amx[i] = median(v);
-  }
+  median_into(fields_amx(out), fa);
   return out;
 }
 
 int measurement_count(const Settings& s) {
   // bandwidth, 4 x (prep, buckets), the AMX buckets, attention
-  return 2 + 4 * int(1 + s.gemv_rows.size() + s.gemm_rows.size()) +
-         (measure_amx(s) ? int(s.gemv_rows.size() + s.gemm_rows.size()) : 0) + 1;
+  return 2 + 4 * int(1 + s.gemv_rows.size() + s.gemm_rows.size()) + (measure_amx(s) ? int(amx_buckets(s).size()) : 0) +
+         1;
 }
 
 std::string cpu_model() {
@@ -647,9 +651,8 @@ nlohmann::json build_profile(const Measured& m, const Settings& s, int devices, 
       gemv.push_back(row(m.gemv[f][i], m.gemv_small[f][i], s.gemv_rows[i], i + 1 == s.gemv_rows.size()));
     for (size_t i = 0; i < s.gemm_rows.size(); ++i)
       gemm.push_back(row(m.gemm[f][i], m.gemm_small[f][i], s.gemm_rows[i], i + 1 == s.gemm_rows.size()));
-    if (f == kBf16 && !m.amx.empty()) {  // the GEMV buckets, then the GEMM ones
-      std::vector<int64_t> buckets = s.gemv_rows;
-      buckets.insert(buckets.end(), s.gemm_rows.begin(), s.gemm_rows.end());
+    if (f == kBf16 && !m.amx.empty()) {
+      const std::vector<int64_t> buckets = amx_buckets(s);
       for (size_t i = 0; i < m.amx.size() && i < buckets.size(); ++i)
         amx_tiles.push_back(row(m.amx[i], m.amx_small[i], buckets[i], i + 1 == buckets.size()));
     }
@@ -870,13 +873,12 @@ void run_calibrate(const CalibrateArgs& a) {
     Measured m = median_of(std::move(rounds));
     const int devices = comm ? comm->size() : 1;
     if (comm) {
-      const std::vector<double*> f = fields(m);
+      std::vector<double*> f = fields(m);
+      for (double* x : fields_amx(m)) f.push_back(x);
       std::vector<double> v;
-      std::vector<double*> f_all = f;
-      for (double* x : fields_amx(m)) f_all.push_back(x);
-      for (double* x : f_all) v.push_back(*x);
+      for (double* x : f) v.push_back(*x);
       comm->all_reduce_sum(v.data(), int64_t(v.size()));
-      for (size_t i = 0; i < v.size(); ++i) *f_all[i] = v[i] / devices;
+      for (size_t i = 0; i < v.size(); ++i) *f[i] = v[i] / devices;
     } else {
       // One device has no peers: the intra-node tier is measured between two local devices
       // sharing the threads, so the profile still says what a collective costs here.
