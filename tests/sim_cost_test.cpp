@@ -127,13 +127,14 @@ TEST(SimCost, GroupedCallSumsItsPartsWithOneFixedCost) {
 }
 
 // moge's engine (a per_call profile): how kernels::linear splits a call into oneDNN executions.
-HardwareProfile engine_profile() {
+nlohmann::json engine_profile_json() {
   nlohmann::json j = test::sim_test_profile();
   j["device"]["kernel_overhead_us"] = 1;
   j["device"]["linear_group_max_rows"] = {{"int8", 4}};
   j["device"]["activation_prep_ns"] = {{"bf16", 1}};
-  return HardwareProfile::from_json_text(j.dump(), "t.json");
+  return j;
 }
+HardwareProfile engine_profile() { return HardwareProfile::from_json_text(engine_profile_json().dump(), "t.json"); }
 
 TEST(SimCost, EngineRowsPadBf16AndSplitF32) {
   // bf16: kernels::padded_row_count (exact up to 48; above, a multiple of 16 oneDNN blocks well).
@@ -171,10 +172,7 @@ TEST(SimCost, Bf16ComputesThePaddedCount) {
 TEST(SimCost, AmxTilesComputeRowsRoundedUpToSixteen) {
   // engine_profile() with an amx_tiles table: up to 16 rows compute 0.1 / memory 0.5 + 2 us,
   // above 3 us at 0.4 / 0.8; bf16 preparation 1 ns an input element.
-  nlohmann::json j = test::sim_test_profile();
-  j["device"]["kernel_overhead_us"] = 1;
-  j["device"]["linear_group_max_rows"] = {{"int8", 4}};
-  j["device"]["activation_prep_ns"] = {{"bf16", 1}};
+  nlohmann::json j = engine_profile_json();
   j["efficiency"]["amx_tiles"] = {{{"type", "bf16"}, {"max_rows", 16}, {"compute", 0.1}, {"memory", 0.5}, {"overhead_us", 2}},
                                   {{"type", "bf16"}, {"compute", 0.4}, {"memory", 0.8}, {"overhead_us", 3}}};
   const HardwareProfile p = HardwareProfile::from_json_text(j.dump(), "t.json");

@@ -35,6 +35,15 @@ Prediction run(const model::ModelConfig& c, const HardwareProfile& hw, const std
   return predict(c, hw, plan, w, load);
 }
 
+// The test profile as moge's CPU engine: per-call costs with a 1 us kernel overhead (a thread
+// team's fork/join), and `type` matmuls of up to `group_rows` rows grouped into one team.
+nlohmann::json per_call_engine(const char* type, int group_rows) {
+  nlohmann::json j = test::sim_test_profile();
+  j["device"]["kernel_overhead_us"] = 1;
+  j["device"]["linear_group_max_rows"] = {{type, group_rows}};
+  return j;
+}
+
 void expect_sane(const StepPrediction& s, const char* what) {
   for (double v : {s.seconds, s.tokens_per_s_per_device, s.time.attention, s.time.experts, s.time.shared, s.time.lm_head})
     EXPECT_TRUE(std::isfinite(v) && v > 0) << what << ": " << v;
@@ -172,9 +181,7 @@ TEST(SimPredict, PerCallEngineByHand) {
   // of 1000 GB/s) with their own fixed cost of 3 us a call; other kernels (the default
   // efficiency, memory 0.8) 1 us, among them the router, an f32 matmul [8, 128].
   const model::ModelConfig c = small_moge();
-  nlohmann::json j = test::sim_test_profile();
-  j["device"]["kernel_overhead_us"] = 1;
-  j["device"]["linear_group_max_rows"] = {{"int8", 16}};
+  nlohmann::json j = per_call_engine("int8", 16);
   j["efficiency"]["gemv"][0]["overhead_us"] = 3;
   const HardwareProfile hw = HardwareProfile::from_json_text(j.dump(), "t.json");
   Workload w;
@@ -216,9 +223,7 @@ TEST(SimPredict, ExpertParallelBf16ExpertsRunOnAmxTilesWhereTheProfileMeasuredTh
   // overhead 1 us; the test profile has no bf16 GEMV row (the default efficiency, memory 0.8).
   // `amx` adds an amx_tiles table: compute 0.1, memory 0.5, 2 us a call.
   const model::ModelConfig c = small_moge();
-  nlohmann::json j = test::sim_test_profile();
-  j["device"]["kernel_overhead_us"] = 1;
-  j["device"]["linear_group_max_rows"] = {{"bf16", 16}};
+  nlohmann::json j = per_call_engine("bf16", 16);
   const HardwareProfile plain = HardwareProfile::from_json_text(j.dump(), "plain.json");
   j["efficiency"]["amx_tiles"] = {{{"type", "bf16"}, {"compute", 0.1}, {"memory", 0.5}, {"overhead_us", 2}}};
   const HardwareProfile amx = HardwareProfile::from_json_text(j.dump(), "amx.json");
@@ -309,9 +314,7 @@ TEST(SimPredict, PerCallEngineForksTeamsOnlyPastEachKernelsThreshold) {
   // pays the kernel overhead (1 us, a thread team's fork/join) only past its own threshold; every
   // kernel moves its bytes at 1000 GB/s · 0.8 (default memory efficiency), activations 2 bytes.
   const model::ModelConfig c = small_moge();
-  nlohmann::json j = test::sim_test_profile();
-  j["device"]["kernel_overhead_us"] = 1;
-  j["device"]["linear_group_max_rows"] = {{"int8", 4}};
+  nlohmann::json j = per_call_engine("int8", 4);
   const HardwareProfile hw = HardwareProfile::from_json_text(j.dump(), "t.json");
   Workload w;
   w.prompt = 512;
